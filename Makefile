@@ -1,0 +1,35 @@
+# One entry point per job. `make install` builds .venv with everything the tests and the demo need.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Extras installed by `make install`: dev tools plus what the stages implemented so far need.
+EXTRAS ?= dev
+
+.PHONY: install test test-slow lint bench demo clean
+
+install: $(BIN)/ores
+
+$(BIN)/ores: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(BIN)/ores
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+demo: install
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) ores-ws .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,3 @@
+from oresearch_cli.cli import main
+
+main()

@@ -1,0 +1,25 @@
+"""Errors a user can cause and fix. The CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class OresError(Exception):
+    """A problem with the user's input or environment, worded as `where: what; how to fix`.
+
+    Raised anywhere in the library; only the CLI turns it into output. Bugs are not OresErrors:
+    they keep their traceback.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        # Keep it to one line: the CLI contract is one clear line per failure.
+        super().__init__(" ".join(message.split()))
+
+
+class InputError(OresError):
+    """A bad input file or stream (malformed line, missing field, wrong encoding, empty)."""
+
+
+class WorkspaceError(OresError):
+    """A workspace that cannot be used (path is a file, newer schema, locked too long, corrupt)."""

@@ -1,0 +1,212 @@
+"""Reading and writing the record files every stage exchanges: JSONL, JSON, CSV, Parquet, stdin.
+
+Readers report a bad input as one `InputError` line naming the file and line and the fix, and
+never yield half of a broken file: callers can read first and touch the workspace only after.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from oresearch_cli.errors import InputError
+
+STDIN = "-"
+FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input row and where it came from (`file:line`), for error messages downstream."""
+
+    data: dict[str, Any]
+    origin: str
+
+
+def source_name(source: str | Path) -> str:
+    return "<stdin>" if str(source) == STDIN else str(source)
+
+
+def detect_format(source: str | Path, fmt: str | None = None) -> str:
+    """The format named by `fmt`, else by the file's suffix; stdin defaults to JSONL."""
+    if fmt:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise InputError(f"unknown input format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt
+    if str(source) == STDIN:
+        return "jsonl"
+    suffixes = [s.lower().lstrip(".") for s in Path(source).suffixes]
+    for suffix in reversed(suffixes):
+        if suffix in ("jsonl", "ndjson"):
+            return "jsonl"
+        if suffix in ("json", "csv", "tsv", "parquet"):
+            return suffix
+        if suffix == "pq":
+            return "parquet"
+    raise InputError(
+        f"{source}: cannot tell the format from the file name; pass --format with one of {', '.join(FORMATS)}"
+    )
+
+
+def _read_bytes(source: str | Path) -> bytes:
+    if str(source) == STDIN:
+        return sys.stdin.buffer.read()
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"{path}: no such file; check the path")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a file; name a JSONL, CSV or Parquet file")
+    return path.read_bytes()
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputError(
+            f"{name}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {column}); "
+            "re-encode the file as UTF-8, e.g. `iconv -f GB18030 -t UTF-8`"
+        ) from None
+
+
+def _jsonl_records(text: str, name: str) -> Iterator[Record]:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{name}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix or remove that line"
+            ) from None
+        if not isinstance(obj, dict):
+            raise InputError(
+                f"{name}:{lineno}: expected a JSON object per line, got {type(obj).__name__}; "
+                'write one {"field": ...} object per line'
+            )
+        yield Record(obj, f"{name}:{lineno}")
+
+
+def _json_records(text: str, name: str) -> Iterator[Record]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"{name}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno}); fix the file"
+        ) from None
+    rows = obj if isinstance(obj, list) else [obj]
+    for index, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            raise InputError(f"{name}: item {index} is a {type(row).__name__}, not an object; use a list of objects")
+        yield Record(row, f"{name}#{index}")
+
+
+def _csv_records(text: str, name: str, delimiter: str) -> Iterator[Record]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    if not reader.fieldnames:
+        raise InputError(f"{name}: no header row; the first line must name the columns")
+    for row in reader:
+        lineno = reader.line_num
+        if None in row:
+            raise InputError(
+                f"{name}:{lineno}: more values than header columns; quote fields that contain '{delimiter}'"
+            )
+        yield Record({k: v for k, v in row.items()}, f"{name}:{lineno}")
+
+
+def _parquet_records(data: bytes, name: str) -> Iterator[Record]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{name}: not a readable Parquet file ({exc}); check the file or pass --format") from None
+    for index, row in enumerate(table.to_pylist(), start=1):
+        yield Record(row, f"{name}#row{index}")
+
+
+def read_records(source: str | Path, fmt: str | None = None) -> list[Record]:
+    """Read every record of `source` (a path or "-"), or raise one InputError for the first problem."""
+    name = source_name(source)
+    fmt = detect_format(source, fmt)
+    data = _read_bytes(source)
+    if not data.strip():
+        raise InputError(f"{name}: the input is empty; give a file with at least one record")
+    if fmt == "parquet":
+        records = list(_parquet_records(data, name))
+    else:
+        text = _decode(data, name)
+        if fmt == "jsonl":
+            records = list(_jsonl_records(text, name))
+        elif fmt == "json":
+            records = list(_json_records(text, name))
+        else:
+            records = list(_csv_records(text, name, "\t" if fmt == "tsv" else ","))
+    if not records:
+        raise InputError(f"{name}: no records found; give a file with at least one record")
+    return records
+
+
+def require_field(records: list[Record], field: str, name: str) -> None:
+    """Fail with the available columns when `field` is missing from a record."""
+    for record in records:
+        if field not in record.data:
+            available = ", ".join(sorted(record.data)) or "none"
+            raise InputError(
+                f"{record.origin}: no field {field!r} (fields: {available}); pass --field with one of them"
+            )
+
+
+def pick_field(records: list[Record], field: str | None, candidates: tuple[str, ...], name: str) -> str:
+    """`field` if given (and present in every record), else the first candidate all records have."""
+    if field:
+        require_field(records, field, name)
+        return field
+    keys = set(records[0].data)
+    for candidate in candidates:
+        if candidate in keys and all(candidate in r.data for r in records):
+            return candidate
+    available = ", ".join(sorted(keys)) or "none"
+    raise InputError(
+        f"{name}: none of the fields {', '.join(candidates)} found (fields: {available}); pass --field NAME"
+    )
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, default=str)
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], stream: IO[str]) -> int:
+    """Write records as JSONL, flushing each line so a downstream pipe sees it at once."""
+    count = 0
+    for record in records:
+        stream.write(dumps(record) + "\n")
+        stream.flush()
+        count += 1
+    return count
+
+
+def write_records(records: list[dict[str, Any]], path: Path) -> None:
+    """Write records to `path` as Parquet or JSONL, chosen by the suffix."""
+    fmt = detect_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    elif fmt == "jsonl":
+        with path.open("w", encoding="utf-8") as fh:
+            write_jsonl(records, fh)
+    else:
+        raise InputError(f"{path}: can only write .parquet or .jsonl; change the file name")

@@ -1,0 +1,143 @@
+"""The DuckDB catalog: schema, version check, and short-lived connections that tolerate other writers.
+
+DuckDB lets one process write a database file at a time. Stages in a shell pipeline share one
+workspace, so every catalog use opens a connection, does its work and closes it, and a locked
+file is retried for a while instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from oresearch_cli.errors import WorkspaceError
+
+SCHEMA_VERSION = 1
+LOCK_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    stage VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,          -- artifact kind the run produces
+    config_json VARCHAR NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    inputs_json VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,        -- running | done | failed | interrupted
+    error VARCHAR,
+    n_items BIGINT DEFAULT 0,
+    n_done BIGINT DEFAULT 0,
+    n_failed BIGINT DEFAULT 0,
+    n_carried BIGINT DEFAULT 0,     -- items taken over from earlier runs with the same config
+    pid INTEGER,
+    hostname VARCHAR,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,          -- relative to the workspace root
+    format VARCHAR NOT NULL,
+    n_rows BIGINT NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    error VARCHAR
+);
+"""
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.IOException) and "lock" in str(exc).lower()
+
+
+def _connect_once(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException:
+        raise
+    except duckdb.Error as exc:
+        raise WorkspaceError(
+            f"{path}: not a usable DuckDB catalog ({str(exc).splitlines()[0]}); "
+            "point --ws at an ores workspace or move this file away"
+        ) from None
+
+
+@contextlib.contextmanager
+def connect(path: Path, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection held only for the `with` block, waiting up to `timeout_s` for another writer."""
+    retrying = Retrying(
+        retry=retry_if_exception(_is_lock_error),
+        wait=wait_random_exponential(multiplier=0.02, max=0.5),
+        stop=stop_after_delay(timeout_s),
+        reraise=True,
+    )
+    try:
+        con = retrying(_connect_once, path, read_only)
+    except duckdb.IOException as exc:
+        if _is_lock_error(exc):
+            raise WorkspaceError(
+                f"{path}: catalog stayed locked by another process for {timeout_s:.0f}s; "
+                "wait for it to finish or stop it"
+            ) from None
+        raise WorkspaceError(f"{path}: cannot open the catalog ({exc}); check permissions and disk") from None
+    # Views name artifact files relative to the workspace root, which holds the catalog.
+    root = str(path.resolve().parent).replace("'", "''")
+    con.execute(f"SET file_search_path = '{root}'")
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_schema(path: Path) -> int:
+    """Create the catalog if needed and check its schema version; returns that version."""
+    with connect(path) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None:
+            version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise WorkspaceError(
+                    f"{path}: catalog schema {version} is newer than this ores understands ({SCHEMA_VERSION}); "
+                    "upgrade ores (pip install -U ores) or use another --ws"
+                )
+            if version == SCHEMA_VERSION:
+                return version
+        # Fresh catalog (or a future older-version migration point).
+        con.execute("BEGIN")
+        con.execute(_SCHEMA)
+        con.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+            [str(SCHEMA_VERSION)],
+        )
+        con.execute("COMMIT")
+        return SCHEMA_VERSION
+
+
+def check_schema_readonly(path: Path) -> int:
+    """The schema version, without writing; for readers such as `ws sql`."""
+    with connect(path, read_only=True) as con:
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except duckdb.CatalogException:
+            row = None
+    if row is None:
+        raise WorkspaceError(f"{path}: not an ores catalog (no schema version); run `ores ws init` on a new directory")
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise WorkspaceError(
+            f"{path}: catalog schema {version} is newer than this ores understands ({SCHEMA_VERSION}); "
+            "upgrade ores (pip install -U ores) or use another --ws"
+        )
+    return version

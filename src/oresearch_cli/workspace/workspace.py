@@ -1,0 +1,304 @@
+"""The workspace: a directory holding the catalog, each run's artifacts, the tool cache and models."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from oresearch_cli.errors import WorkspaceError
+from oresearch_cli.records import write_records
+from oresearch_cli.workspace.catalog import SCHEMA_VERSION, check_schema_readonly, connect, ensure_schema
+from oresearch_cli.workspace.models import ArtifactInfo, KindStatus, RunInfo, WorkspaceStatus, config_hash
+from oresearch_cli.workspace.run import Run, iter_source
+
+CATALOG_NAME = "ores.duckdb"
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# Catalog tables; artifact kinds may not shadow them as views.
+_RESERVED = {"meta", "runs", "artifacts", "items"}
+# Columns worth counting by value in `ws status` when an artifact has them.
+BREAKDOWN_COLUMNS = ("language", "status", "verdict")
+
+
+class Workspace:
+    """Open with `Workspace.open(path)`. Every catalog access is a short connection (see catalog.py)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.catalog_path = self.root / CATALOG_NAME
+        self.artifacts_dir = self.root / "artifacts"
+        self.cache_dir = self.root / "cache"
+        self.models_dir = self.root / "models"
+        self.corpora_dir = self.root / "corpora"
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: str | Path, *, create: bool = True) -> Workspace:
+        """Open the workspace at `root`; with `create`, make it (and its catalog) if missing."""
+        root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise WorkspaceError(f"{root}: is a file, not a workspace directory; pass --ws with a directory path")
+        ws = cls(root)
+        if not ws.catalog_path.exists():
+            if not create:
+                raise WorkspaceError(
+                    f"{root}: no ores workspace here; create one with `ores ws init --ws {root}` or run `ores seed`"
+                )
+            for directory in (ws.root, ws.artifacts_dir, ws.cache_dir, ws.models_dir, ws.corpora_dir):
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise WorkspaceError(f"{directory}: cannot create the workspace ({exc.strerror}); pick another --ws") from None
+            ensure_schema(ws.catalog_path)
+        elif create:
+            ensure_schema(ws.catalog_path)
+        else:
+            check_schema_readonly(ws.catalog_path)
+        return ws
+
+    def relative(self, path: Path) -> str:
+        return str(path.resolve().relative_to(self.root))
+
+    def _absolute(self, stored: str) -> Path:
+        path = Path(stored)
+        return path if path.is_absolute() else self.root / path
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        stage: str,
+        kind: str,
+        config: dict[str, Any],
+        inputs: list[str] | tuple[str, ...] = (),
+        *,
+        resume: bool = False,
+    ) -> Run:
+        """Register a new run. With `resume`, items finished by earlier runs of the same stage and
+        config hash are handed over in `run.prior` and carried into this run's artifact."""
+        if not _KIND_RE.match(kind) or kind in _RESERVED:
+            raise ValueError(f"artifact kind {kind!r} must be a lowercase identifier, not one of {_RESERVED}")
+        chash = config_hash(config)
+        run_id = f"{stage}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        prior_sources = self._resume_sources(stage, chash) if resume else []
+        prior: dict[str, str] = {}
+        for source in prior_sources:
+            for record in iter_source(source):
+                prior[str(record["id"])] = str(record.get("status", "done"))
+        with connect(self.catalog_path) as con:
+            con.execute(
+                """INSERT INTO runs (run_id, stage, kind, config_json, config_hash, inputs_json, status,
+                   pid, hostname, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)""",
+                [
+                    run_id,
+                    stage,
+                    kind,
+                    json.dumps(config, sort_keys=True, ensure_ascii=False, default=str),
+                    chash,
+                    json.dumps(list(inputs), ensure_ascii=False),
+                    os.getpid(),
+                    socket.gethostname(),
+                    datetime.now(),
+                ],
+            )
+        return Run(self, run_id, stage, kind, chash, prior_sources, prior)
+
+    def _resume_sources(self, stage: str, chash: str) -> list[Path]:
+        """The newest finished artifact of this stage+config, then the JSONL of every unfinished run
+        since (oldest first), so that later records override earlier ones."""
+        runs = [r for r in self.runs(stage=stage) if r.config_hash == chash]
+        runs.sort(key=lambda r: r.started_at)
+        sources: list[Path] = []
+        for run in runs:
+            if run.status == "done":
+                artifacts = self.artifacts(run_id=run.run_id)
+                sources = [a.path for a in artifacts if a.path.exists()]
+            else:
+                jsonl = self.artifacts_dir / stage / run.run_id / f"{run.kind}.jsonl"
+                if jsonl.exists():
+                    sources.append(jsonl)
+        return sources
+
+    def runs(self, stage: str | None = None, limit: int | None = None) -> list[RunInfo]:
+        query = "SELECT * FROM runs"
+        params: list[Any] = []
+        if stage:
+            query += " WHERE stage = ?"
+            params.append(stage)
+        query += " ORDER BY started_at DESC"
+        if limit:
+            query += f" LIMIT {int(limit)}"
+        with connect(self.catalog_path, read_only=True) as con:
+            cursor = con.execute(query, params)
+            columns = [d[0] for d in cursor.description]
+            rows = cursor.fetchall()
+        return [RunInfo.from_row(dict(zip(columns, row, strict=True))) for row in rows]
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """A run by id or unique id prefix."""
+        matches = [r for r in self.runs() if r.run_id == run_id or r.run_id.startswith(run_id)]
+        exact = [r for r in matches if r.run_id == run_id]
+        if exact:
+            return exact[0]
+        if not matches:
+            raise WorkspaceError(f"{self.root}: no run {run_id!r}; list runs with `ores ws runs`")
+        if len(matches) > 1:
+            raise WorkspaceError(f"run id prefix {run_id!r} matches {len(matches)} runs; give more of the id")
+        return matches[0]
+
+    def live_item_count(self, run: RunInfo) -> int:
+        """Items a still-running (or crashed) run has written so far, read from its JSONL."""
+        jsonl = self.artifacts_dir / run.stage / run.run_id / f"{run.kind}.jsonl"
+        if not jsonl.exists():
+            return run.n_items
+        with jsonl.open("rb") as fh:
+            return sum(1 for line in fh if line.endswith(b"\n"))
+
+    def item_counts(self, run_id: str) -> dict[str, int]:
+        with connect(self.catalog_path, read_only=True) as con:
+            rows = con.execute(
+                "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status ORDER BY status", [run_id]
+            ).fetchall()
+        return {status: count for status, count in rows}
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def artifacts(self, run_id: str | None = None, kind: str | None = None) -> list[ArtifactInfo]:
+        query, params = "SELECT * FROM artifacts WHERE 1=1", []
+        if run_id:
+            query += " AND run_id = ?"
+            params.append(run_id)
+        if kind:
+            query += " AND kind = ?"
+            params.append(kind)
+        query += " ORDER BY created_at DESC"
+        with connect(self.catalog_path, read_only=True) as con:
+            rows = con.execute(query, params).fetchall()
+        return [
+            ArtifactInfo(run_id=r[0], kind=r[1], path=self._absolute(r[2]), format=r[3], n_rows=r[4], sha256=r[5], created_at=r[6])
+            for r in rows
+        ]
+
+    def latest_artifact(self, kind: str) -> ArtifactInfo | None:
+        found = self.artifacts(kind=kind)
+        return found[0] if found else None
+
+    def require_latest(self, kind: str, producer: str) -> ArtifactInfo:
+        """The latest artifact of `kind`, or an error that says which command makes one."""
+        artifact = self.latest_artifact(kind)
+        if artifact is None:
+            raise WorkspaceError(
+                f"{self.root}: no '{kind}' artifact yet; run `ores {producer}` first or pass an input file"
+            )
+        if not artifact.path.exists():
+            raise WorkspaceError(f"{artifact.path}: artifact file is missing; rerun `ores {producer}`")
+        return artifact
+
+    def resolve_artifact(self, kind_or_run: str) -> ArtifactInfo:
+        """An artifact named by kind (its latest) or by run id."""
+        artifact = self.latest_artifact(kind_or_run) if _KIND_RE.match(kind_or_run) else None
+        if artifact is not None:
+            return artifact
+        try:
+            run = self.get_run(kind_or_run)
+        except WorkspaceError:
+            kinds = sorted({a.kind for a in self.artifacts()})
+            raise WorkspaceError(
+                f"{self.root}: no artifact kind or run {kind_or_run!r}; kinds here: {', '.join(kinds) or 'none'}"
+            ) from None
+        artifacts = self.artifacts(run_id=run.run_id)
+        if not artifacts:
+            raise WorkspaceError(f"run {run.run_id} has no finished artifact (status {run.effective_status})")
+        return artifacts[0]
+
+    def read_artifact(self, artifact: ArtifactInfo) -> list[dict[str, Any]]:
+        return list(iter_source(artifact.path))
+
+    def export(self, kind_or_run: str, out: Path) -> int:
+        artifact = self.resolve_artifact(kind_or_run)
+        if out.suffix == ".parquet":
+            table = pq.read_table(artifact.path)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, out)
+            return table.num_rows
+        records = self.read_artifact(artifact)
+        write_records(records, out)
+        return len(records)
+
+    # -- views and queries ---------------------------------------------------------------------
+
+    def refresh_views(self, con: duckdb.DuckDBPyConnection, kind: str) -> None:
+        """`<kind>` is its latest artifact, `<kind>_all` every one with a run_id column.
+        Paths stay relative to the workspace so the catalog survives moving the directory."""
+        rows = con.execute(
+            "SELECT run_id, path FROM artifacts WHERE kind = ? ORDER BY created_at DESC", [kind]
+        ).fetchall()
+        if not rows:
+            return
+        latest = rows[0][1].replace("'", "''")
+        con.execute(f"CREATE OR REPLACE VIEW \"{kind}\" AS SELECT * FROM read_parquet('{latest}')")
+        parts = [
+            f"SELECT '{run_id}' AS run_id, * FROM read_parquet('{path.replace(chr(39), chr(39) * 2)}')"
+            for run_id, path in rows
+        ]
+        con.execute(f'CREATE OR REPLACE VIEW "{kind}_all" AS ' + " UNION ALL BY NAME ".join(parts))
+
+    def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run a read-only query over the catalog and the artifact views."""
+        with connect(self.catalog_path, read_only=True) as con:
+            try:
+                cursor = con.execute(query)
+            except duckdb.Error as exc:
+                message = str(exc).splitlines()[0]
+                raise WorkspaceError(f"query failed: {message}; list tables and views with `ores ws sql \"show tables\"`") from None
+            if cursor.description is None:
+                return [], []
+            columns = [d[0] for d in cursor.description]
+            return columns, cursor.fetchall()
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def status(self) -> WorkspaceStatus:
+        runs = self.runs()
+        by_status: dict[str, int] = {}
+        for run in runs:
+            by_status[run.effective_status] = by_status.get(run.effective_status, 0) + 1
+        artifacts = self.artifacts()
+        kinds: list[KindStatus] = []
+        for kind in sorted({a.kind for a in artifacts}):
+            of_kind = [a for a in artifacts if a.kind == kind]
+            latest = of_kind[0]
+            kinds.append(
+                KindStatus(
+                    kind=kind,
+                    latest_run=latest.run_id,
+                    n_rows=latest.n_rows,
+                    n_artifacts=len(of_kind),
+                    breakdown=_breakdown(latest.path),
+                )
+            )
+        return WorkspaceStatus(root=self.root, schema_version=SCHEMA_VERSION, runs_by_status=by_status, kinds=kinds)
+
+
+def _breakdown(path: Path) -> dict[str, dict[str, int]]:
+    if not path.exists():
+        return {}
+    names = set(pq.read_schema(path).names)
+    columns = [c for c in BREAKDOWN_COLUMNS if c in names]
+    if not columns:
+        return {}
+    table = pq.read_table(path, columns=columns)
+    result: dict[str, dict[str, int]] = {}
+    for column in columns:
+        counts = table.column(column).value_counts().to_pylist()
+        result[column] = {str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: -c["counts"])}
+    return result
