@@ -55,15 +55,20 @@ def detect_format(source: str | Path, fmt: str | None = None) -> str:
     )
 
 
-def _read_bytes(source: str | Path) -> bytes:
+def check_readable(source: str | Path) -> None:
     if str(source) == STDIN:
-        return sys.stdin.buffer.read()
+        return
     path = Path(source)
     if not path.exists():
         raise InputError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a file; name a JSONL, CSV or Parquet file")
-    return path.read_bytes()
+
+
+def _read_bytes(source: str | Path) -> bytes:
+    if str(source) == STDIN:
+        return sys.stdin.buffer.read()
+    return Path(source).read_bytes()
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -106,7 +111,9 @@ def _json_records(text: str, name: str) -> Iterator[Record]:
     rows = obj if isinstance(obj, list) else [obj]
     for index, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise InputError(f"{name}: item {index} is a {type(row).__name__}, not an object; use a list of objects")
+            raise InputError(
+                f"{name}: item {index} is a {type(row).__name__}, not an object; use a list of objects"
+            )
         yield Record(row, f"{name}#{index}")
 
 
@@ -130,7 +137,9 @@ def _parquet_records(data: bytes, name: str) -> Iterator[Record]:
     try:
         table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{name}: not a readable Parquet file ({exc}); check the file or pass --format") from None
+        raise InputError(
+            f"{name}: not a readable Parquet file ({exc}); check the file or pass --format"
+        ) from None
     for index, row in enumerate(table.to_pylist(), start=1):
         yield Record(row, f"{name}#row{index}")
 
@@ -138,6 +147,7 @@ def _parquet_records(data: bytes, name: str) -> Iterator[Record]:
 def read_records(source: str | Path, fmt: str | None = None) -> list[Record]:
     """Read every record of `source` (a path or "-"), or raise one InputError for the first problem."""
     name = source_name(source)
+    check_readable(source)
     fmt = detect_format(source, fmt)
     data = _read_bytes(source)
     if not data.strip():

@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 
 import typer
-
-from oresearch_cli import __version__
 from rich.markup import escape
 
+from oresearch_cli import __version__
 from oresearch_cli.cli.common import err
 from oresearch_cli.errors import OresError
 
@@ -29,7 +28,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version."
+    ),
 ) -> None:
     """ores: every stage reads and writes a DuckDB-indexed workspace, and pipes JSONL with `-o -`."""
 

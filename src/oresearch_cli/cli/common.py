@@ -15,8 +15,9 @@ from rich.table import Table
 DEFAULT_WS = "ores-ws"
 
 # Data goes to stdout; progress, logs and human summaries of a piping command go to stderr.
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Rich wraps tables to 80 columns when not on a terminal; piped tables read better unwrapped.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
 
 WsOption = Annotated[
     Path,
@@ -30,11 +31,20 @@ WsOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
 OutputOption = Annotated[
     str | None,
-    typer.Option("-o", "--output", help="Also write the output records: '-' for JSONL on stdout, or a .jsonl/.parquet path."),
+    typer.Option(
+        "-o",
+        "--output",
+        help="Also write the output records: '-' for JSONL on stdout, or a .jsonl/.parquet path.",
+    ),
 ]
-FieldOption = Annotated[str | None, typer.Option("--field", help="Input field (column) that holds the value.")]
+FieldOption = Annotated[
+    str | None, typer.Option("--field", help="Input field (column) that holds the value.")
+]
 FormatOption = Annotated[
-    str | None, typer.Option("--format", help="Input format when the name does not tell: jsonl, json, csv, tsv, parquet.")
+    str | None,
+    typer.Option(
+        "--format", help="Input format when the name does not tell: jsonl, json, csv, tsv, parquet."
+    ),
 ]
 
 

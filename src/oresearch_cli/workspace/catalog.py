@@ -64,17 +64,23 @@ def _is_lock_error(exc: BaseException) -> bool:
 def _connect_once(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException:
-        raise
     except duckdb.Error as exc:
+        if _is_lock_error(exc):
+            raise  # retried by connect()
+        first_line = str(exc).splitlines()[0]
+        if "not a valid DuckDB database" in first_line:
+            raise WorkspaceError(
+                f"{path}: not a usable DuckDB catalog; point --ws at an ores workspace or move this file away"
+            ) from None
         raise WorkspaceError(
-            f"{path}: not a usable DuckDB catalog ({str(exc).splitlines()[0]}); "
-            "point --ws at an ores workspace or move this file away"
+            f"{path}: cannot open the catalog ({first_line}); check permissions and disk"
         ) from None
 
 
 @contextlib.contextmanager
-def connect(path: Path, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[duckdb.DuckDBPyConnection]:
+def connect(
+    path: Path, *, read_only: bool = False, timeout_s: float = LOCK_TIMEOUT_S
+) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection held only for the `with` block, waiting up to `timeout_s` for another writer."""
     retrying = Retrying(
         retry=retry_if_exception(_is_lock_error),
@@ -84,13 +90,10 @@ def connect(path: Path, *, read_only: bool = False, timeout_s: float = LOCK_TIME
     )
     try:
         con = retrying(_connect_once, path, read_only)
-    except duckdb.IOException as exc:
-        if _is_lock_error(exc):
-            raise WorkspaceError(
-                f"{path}: catalog stayed locked by another process for {timeout_s:.0f}s; "
-                "wait for it to finish or stop it"
-            ) from None
-        raise WorkspaceError(f"{path}: cannot open the catalog ({exc}); check permissions and disk") from None
+    except duckdb.IOException:
+        raise WorkspaceError(
+            f"{path}: catalog stayed locked by another process for {timeout_s:.0f}s; wait for it to finish or stop it"
+        ) from None
     # Views name artifact files relative to the workspace root, which holds the catalog.
     root = str(path.resolve().parent).replace("'", "''")
     con.execute(f"SET file_search_path = '{root}'")
@@ -133,7 +136,9 @@ def check_schema_readonly(path: Path) -> int:
         except duckdb.CatalogException:
             row = None
     if row is None:
-        raise WorkspaceError(f"{path}: not an ores catalog (no schema version); run `ores ws init` on a new directory")
+        raise WorkspaceError(
+            f"{path}: not an ores catalog (no schema version); run `ores ws init` on a new directory"
+        )
     version = int(row[0])
     if version > SCHEMA_VERSION:
         raise WorkspaceError(

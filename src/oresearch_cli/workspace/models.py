@@ -52,7 +52,12 @@ class RunInfo:
     @property
     def effective_status(self) -> str:
         """`running` only while its process lives; a run whose process died (kill -9) is `interrupted`."""
-        if self.status == "running" and self.hostname == socket.gethostname() and self.pid and not _pid_alive(self.pid):
+        if (
+            self.status == "running"
+            and self.hostname == socket.gethostname()
+            and self.pid
+            and not _pid_alive(self.pid)
+        ):
             return "interrupted"
         return self.status
 

@@ -147,7 +147,14 @@ class Run:
                 "status": statuses,
                 "error": [None if r.get("error") is None else str(r.get("error")) for r in records],
             },
-            schema=pa.schema([("run_id", pa.string()), ("item_id", pa.string()), ("status", pa.string()), ("error", pa.string())]),
+            schema=pa.schema(
+                [
+                    ("run_id", pa.string()),
+                    ("item_id", pa.string()),
+                    ("status", pa.string()),
+                    ("error", pa.string()),
+                ]
+            ),
         )
         artifact = ArtifactInfo(
             run_id=self.run_id,
@@ -163,7 +170,15 @@ class Run:
             con.execute("BEGIN")
             con.execute(
                 "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [self.run_id, self.kind, self.ws.relative(path), "parquet", artifact.n_rows, artifact.sha256, artifact.created_at],
+                [
+                    self.run_id,
+                    self.kind,
+                    self.ws.relative(path),
+                    "parquet",
+                    artifact.n_rows,
+                    artifact.sha256,
+                    artifact.created_at,
+                ],
             )
             con.register("new_items", items)
             con.execute("INSERT INTO items SELECT * FROM new_items")

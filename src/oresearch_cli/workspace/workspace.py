@@ -46,7 +46,9 @@ class Workspace:
         """Open the workspace at `root`; with `create`, make it (and its catalog) if missing."""
         root = Path(root)
         if root.exists() and not root.is_dir():
-            raise WorkspaceError(f"{root}: is a file, not a workspace directory; pass --ws with a directory path")
+            raise WorkspaceError(
+                f"{root}: is a file, not a workspace directory; pass --ws with a directory path"
+            )
         ws = cls(root)
         if not ws.catalog_path.exists():
             if not create:
@@ -57,7 +59,9 @@ class Workspace:
                 try:
                     directory.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise WorkspaceError(f"{directory}: cannot create the workspace ({exc.strerror}); pick another --ws") from None
+                    raise WorkspaceError(
+                        f"{directory}: cannot create the workspace ({exc.strerror}); pick another --ws"
+                    ) from None
             ensure_schema(ws.catalog_path)
         elif create:
             ensure_schema(ws.catalog_path)
@@ -166,7 +170,8 @@ class Workspace:
     def item_counts(self, run_id: str) -> dict[str, int]:
         with connect(self.catalog_path, read_only=True) as con:
             rows = con.execute(
-                "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status ORDER BY status", [run_id]
+                "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status ORDER BY status",
+                [run_id],
             ).fetchall()
         return {status: count for status, count in rows}
 
@@ -184,7 +189,15 @@ class Workspace:
         with connect(self.catalog_path, read_only=True) as con:
             rows = con.execute(query, params).fetchall()
         return [
-            ArtifactInfo(run_id=r[0], kind=r[1], path=self._absolute(r[2]), format=r[3], n_rows=r[4], sha256=r[5], created_at=r[6])
+            ArtifactInfo(
+                run_id=r[0],
+                kind=r[1],
+                path=self._absolute(r[2]),
+                format=r[3],
+                n_rows=r[4],
+                sha256=r[5],
+                created_at=r[6],
+            )
             for r in rows
         ]
 
@@ -259,7 +272,9 @@ class Workspace:
                 cursor = con.execute(query)
             except duckdb.Error as exc:
                 message = str(exc).splitlines()[0]
-                raise WorkspaceError(f"query failed: {message}; list tables and views with `ores ws sql \"show tables\"`") from None
+                raise WorkspaceError(
+                    f'query failed: {message}; list tables and views with `ores ws sql "show tables"`'
+                ) from None
             if cursor.description is None:
                 return [], []
             columns = [d[0] for d in cursor.description]
@@ -286,7 +301,9 @@ class Workspace:
                     breakdown=_breakdown(latest.path),
                 )
             )
-        return WorkspaceStatus(root=self.root, schema_version=SCHEMA_VERSION, runs_by_status=by_status, kinds=kinds)
+        return WorkspaceStatus(
+            root=self.root, schema_version=SCHEMA_VERSION, runs_by_status=by_status, kinds=kinds
+        )
 
 
 def _breakdown(path: Path) -> dict[str, dict[str, int]]:
@@ -300,5 +317,7 @@ def _breakdown(path: Path) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
     for column in columns:
         counts = table.column(column).value_counts().to_pylist()
-        result[column] = {str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: -c["counts"])}
+        result[column] = {
+            str(c["values"]): int(c["counts"]) for c in sorted(counts, key=lambda c: -c["counts"])
+        }
     return result
