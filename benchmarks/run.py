@@ -25,7 +25,7 @@ def main(argv: list[str]) -> int:
     names = sorted(p.stem for p in HERE.glob("bench_*.py"))
     if argv:
         names = [n for n in names if any(a in n for a in argv)]
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title="ores benchmarks (ratios measured side by side in one run)", title_justify="left")
     for column in ("benchmark", "ours", "baseline", "ratio", "target", "note"):
         table.add_column(column)
