@@ -13,16 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Result
-
 from oresearch_cli.workspace import Workspace
+
+from common import Result
 
 N_ITEMS = 20_000
 
 
 def _records() -> list[dict]:
     body = "Observation text about photosynthesis and the Calvin cycle. " * 16  # ~1 KB
-    return [{"id": str(i), "question": f"question {i}", "trace": body, "tokens": i % 4096} for i in range(N_ITEMS)]
+    return [
+        {"id": str(i), "question": f"question {i}", "trace": body, "tokens": i % 4096} for i in range(N_ITEMS)
+    ]
 
 
 def _plain_jsonl(path: Path, records: list[dict]) -> float:

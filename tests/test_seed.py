@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DRB, error_lines
 from oresearch_cli.errors import InputError
 from oresearch_cli.records import Record
 from oresearch_cli.stages.seed import (
@@ -20,6 +19,8 @@ from oresearch_cli.stages.seed import (
     prepare_seeds,
 )
 from oresearch_cli.workspace import Workspace
+
+from conftest import DRB, error_lines
 
 
 def _records(rows: list[dict]) -> list[Record]:
