@@ -1,0 +1,607 @@
+"""`LLMClient`: async chat completions for the four roles, over any OpenAI-compatible endpoint.
+
+    from oresearch_cli.llm import CallLog, LLMClient, load_config
+
+    config = load_config(args.config, {"model": args.model}, require=["worker"])
+    async with LLMClient(config, CallLog(run.dir / "llm_calls.jsonl", run.run_id)) as llm:
+        result = await llm.chat("worker", messages, affinity=question_id, trace_id=question_id)
+        result.text, result.truncated, result.usage.completion_tokens, result.cost_usd
+
+Each call: pick a base URL (`routing`), wait for the rate limits and a concurrency slot (`limits`),
+send it with the `openai` package (its own retries off), and retry with tenacity what is worth
+retrying: 429 (waiting what Retry-After says), 5xx, timeouts, dropped connections and bodies that
+are not a chat completion. 400/401/403/404 fail at once with a line that says what to fix. Every
+call, failed or not, becomes one `CallRecord` (tokens, latency, cost, attempts) for the recorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import math
+import os
+import random
+import re
+import time
+import uuid
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+import openai
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from oresearch_cli.llm.config import LLMConfig, RoleConfig
+from oresearch_cli.llm.errors import LLMError, MalformedOutput
+from oresearch_cli.llm.jsonout import JSONExtractError, parse_json_output
+from oresearch_cli.llm.limits import CHARS_PER_TOKEN, Limits, Pauses, estimate_tokens
+from oresearch_cli.llm.recorder import STATUS_ERROR, STATUS_OK, CallRecord, Recorder, Totals
+from oresearch_cli.llm.redact import redact, safe_url
+from oresearch_cli.llm.routing import Router
+
+log = logging.getLogger("oresearch_cli.llm")
+
+# Per-call overrides that change the role's settings rather than the request body.
+_ROLE_OVERRIDES = {"model", "temperature", "max_tokens", "timeout_s", "max_attempts"}
+# Models that take `max_completion_tokens` instead of `max_tokens` (OpenAI reasoning models).
+_COMPLETION_TOKENS_MODELS = re.compile(r"^(openai/)?(o\d|gpt-5)")
+_SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
+# Calls in flight per HTTP connection pool (see `_Shards`).
+CONNECTIONS_PER_POOL = 16
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens of one call. `estimated`: the endpoint reported none, so these are characters / 4."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One answered call. `truncated` is True when the model hit `max_tokens` (finish_reason
+    "length"): the text is cut off, and the caller decides what to do with it. `data` holds the
+    parsed object for `chat_json`."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    latency_s: float
+    cost_usd: float | None
+    model: str
+    base_url: str
+    attempts: int
+    role: str = ""
+    call_id: str = ""
+    data: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """The parts of a chat completion body the client uses."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    model: str | None
+
+    @classmethod
+    def parse(cls, data: object) -> _Answer | None:
+        """None unless `data` is a chat completion with a message (a proxy's HTML page is not)."""
+        if not isinstance(data, dict):
+            return None
+        choices = data.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return None
+        message = choices[0].get("message")
+        if not isinstance(message, dict):
+            return None
+        content = message.get("content")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        finish = choices[0].get("finish_reason")
+        model = data.get("model")
+        return cls(
+            text=content if isinstance(content, str) else "",
+            finish_reason=finish if isinstance(finish, str) else None,
+            prompt_tokens=prompt if isinstance(prompt, int) else None,
+            completion_tokens=completion if isinstance(completion, int) else None,
+            model=model if isinstance(model, str) else None,
+        )
+
+
+class _Retryable(Exception):
+    """A failed attempt worth another; `wait` overrides the backoff (Retry-After)."""
+
+    def __init__(self, message: str, *, status: int | None = None, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.wait = wait
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = (headers.get("retry-after") or "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _error_detail(exc: openai.APIStatusError) -> tuple[str, str]:
+    """(message, code) from an OpenAI-style error body, else the start of the body text."""
+    body = exc.body
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping):
+            return str(inner.get("message") or "")[:300], str(inner.get("code") or inner.get("type") or "")
+        if isinstance(inner, str):
+            return inner[:300], ""
+    try:
+        text = exc.response.text
+    except Exception:  # noqa: BLE001 - a body that cannot be read has no detail to give
+        text = ""
+    return " ".join(text.split())[:300], ""
+
+
+class _Shards:
+    """Several SDK clients for one endpoint; each call takes the one with the fewest calls in flight.
+
+    httpx's connection pool does work proportional to its open connections on every request, so
+    one pool serving 256 calls at once costs ~6 ms of CPU per call, and pools of 16 cost ~1.7 ms
+    (measured on the stand-in, benchmarks/bench_llm.py). Keeping pools small keeps that flat.
+    """
+
+    def __init__(self, clients: list[openai.AsyncOpenAI]) -> None:
+        self.clients = clients
+        self.in_flight = [0] * len(clients)
+
+    def pick(self) -> int:
+        if len(self.clients) == 1:
+            return 0
+        return min(range(len(self.clients)), key=self.in_flight.__getitem__)
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.close()
+
+
+class _LoopState:
+    """What belongs to one event loop: the limiters and the HTTP clients (per base URL and key)."""
+
+    def __init__(self, config: LLMConfig, pauses: Pauses) -> None:
+        self.limits = Limits(config, pauses)
+        self.clients: dict[tuple[str, str | None], _Shards] = {}
+
+
+class LLMClient:
+    """Chat calls for the configured roles. Use `async with LLMClient(config) as llm:` (or call
+    `aclose()`), from any number of tasks; an instance may serve several event loops in turn."""
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        recorder: Recorder | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.recorder = recorder
+        self._environ = os.environ if environ is None else environ
+        self.router = Router(config.cooldown_s, config.failures_to_cooldown)
+        self.pauses = Pauses()
+        self.totals = Totals()  # every call of this client, in memory
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._secrets: set[str] = set()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = _LoopState(self.config, self.pauses)
+        return state
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most calls this client had in flight at once on any one event loop."""
+        return max((s.limits.max_in_flight for s in self._states.values()), default=0)
+
+    def _shards(self, state: _LoopState, url: str, rc: RoleConfig) -> _Shards:
+        shards = state.clients.get((url, rc.api_key_env))
+        if shards is None:
+            key = self._environ.get(rc.api_key_env) if rc.api_key_env else None
+            if key:
+                self._secrets.add(key)
+            expected = min(self.config.max_concurrency or 256, rc.max_concurrency or 256)
+            count = max(1, math.ceil(expected / CONNECTIONS_PER_POOL))
+            limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+                max_connections=1000, max_keepalive_connections=2 * CONNECTIONS_PER_POOL
+            )
+            clients = [
+                openai.AsyncOpenAI(
+                    base_url=url,
+                    api_key=key or "EMPTY",  # local servers want no key, the SDK wants some string
+                    max_retries=0,  # retries are ours
+                    http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+                )
+                for _ in range(count)
+            ]
+            shards = state.clients[(url, rc.api_key_env)] = _Shards(clients)
+        return shards
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients opened on the current event loop."""
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if state is not None:
+            for shards in state.clients.values():
+                await shards.aclose()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        role: str,
+        messages: Sequence[Message],
+        *,
+        affinity: str | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+        trace_id: str | None = None,
+        **overrides: Any,
+    ) -> ChatResult:
+        """One chat completion for `role`.
+
+        `affinity` keeps calls with the same key (a question id) on one base URL. `json_schema`
+        asks for structured output where the role's `json_mode` says the endpoint supports it.
+        `overrides` replace the role's `model`, `temperature`, `max_tokens`, `timeout_s`,
+        `max_attempts`; anything else (`stop`, `top_p`, `seed`, ...) goes into the request body.
+        Raises `LLMError` when the endpoint refuses the call or the retries run out.
+        """
+        rc = self.config.role(role)
+        settings = {k: v for k, v in overrides.items() if k in _ROLE_OVERRIDES}
+        if settings:
+            rc = replace(rc, **settings)
+        extra = {k: v for k, v in overrides.items() if k not in _ROLE_OVERRIDES}
+        body = self._body(rc, messages, json_schema, extra)
+        estimated = estimate_tokens(messages) + (rc.max_tokens or 0)
+
+        call_id = uuid.uuid4().hex
+        started_at = datetime.now(timezone.utc)
+        started = time.perf_counter()
+        attempts = 0
+        url = rc.base_urls[0]
+
+        async def attempt() -> tuple[_Answer, str]:
+            nonlocal attempts, url
+            attempts += 1
+            url = self.router.route(rc.base_urls, affinity)
+            return await self._attempt(role, rc, url, body, estimated), url
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(rc.max_attempts),
+            wait=self._waiter(rc),
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=self._log_retry(role, rc),
+            reraise=True,
+        )
+        try:
+            answer, url = await retrying(attempt)
+        except (_Retryable, LLMError) as exc:
+            latency = time.perf_counter() - started
+            error = self._final_error(exc, role, rc, url, attempts)
+            self._record(
+                CallRecord(
+                    call_id=call_id,
+                    run_id=None,
+                    trace_id=trace_id,
+                    role=role,
+                    model=rc.model,
+                    base_url=safe_url(url),
+                    prompt_tokens=0,
+                    completion_tokens=0,
+                    latency_s=latency,
+                    cost_usd=None,
+                    attempts=attempts,
+                    status=STATUS_ERROR,
+                    error=str(error),
+                    started_at=started_at.isoformat(),
+                )
+            )
+            raise error from None
+        latency = time.perf_counter() - started
+        text, finish_reason = answer.text, answer.finish_reason
+        if answer.prompt_tokens is not None and answer.completion_tokens is not None:
+            usage = Usage(answer.prompt_tokens, answer.completion_tokens)
+        else:
+            usage = Usage(estimate_tokens(messages), math.ceil(len(text) / CHARS_PER_TOKEN), estimated=True)
+        cost = self.config.prices.cost(rc.model, usage.prompt_tokens, usage.completion_tokens, url)
+        if cost is None and answer.model:
+            cost = self.config.prices.cost(answer.model, usage.prompt_tokens, usage.completion_tokens, url)
+        result = ChatResult(
+            text=text,
+            finish_reason=finish_reason,
+            usage=usage,
+            latency_s=latency,
+            cost_usd=cost,
+            model=rc.model,
+            base_url=safe_url(url),
+            attempts=attempts,
+            role=role,
+            call_id=call_id,
+        )
+        self._record(
+            CallRecord(
+                call_id=call_id,
+                run_id=None,
+                trace_id=trace_id,
+                role=role,
+                model=rc.model,
+                base_url=result.base_url,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                latency_s=latency,
+                cost_usd=cost,
+                attempts=attempts,
+                status=STATUS_OK,
+                error=None,
+                started_at=started_at.isoformat(),
+                finish_reason=finish_reason,
+            )
+        )
+        return result
+
+    async def chat_json(
+        self,
+        role: str,
+        messages: Sequence[Message],
+        schema: Mapping[str, Any],
+        *,
+        affinity: str | None = None,
+        trace_id: str | None = None,
+        **overrides: Any,
+    ) -> ChatResult:
+        """A chat call whose answer must be a JSON object fitting `schema` (its `required` keys and
+        top-level property types); the object is in `result.data`.
+
+        The text is read leniently (code fences, thinking, prose around it). If no fitting object
+        is there, raises `MalformedOutput` with the raw text; the caller may retry with a
+        stricter prompt.
+        """
+        result = await self.chat(
+            role, messages, affinity=affinity, json_schema=schema, trace_id=trace_id, **overrides
+        )
+        try:
+            data = parse_json_output(result.text, schema)
+        except JSONExtractError as exc:
+            cut = " (the answer was cut off at max_tokens; raise it)" if result.truncated else ""
+            raise MalformedOutput(
+                f"llm {role}: {exc}{cut}; ask for the JSON more strictly or retry",
+                raw=result.text,
+                result=result,
+                reason=str(exc),
+            ) from None
+        return replace(result, data=data)
+
+    # -- one attempt -------------------------------------------------------------------------------
+
+    def _body(
+        self,
+        rc: RoleConfig,
+        messages: Sequence[Message],
+        json_schema: Mapping[str, Any] | None,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": rc.model, "messages": list(messages)}
+        if rc.temperature is not None:
+            body["temperature"] = rc.temperature
+        if rc.max_tokens is not None:
+            limit_name = (
+                "max_completion_tokens" if _COMPLETION_TOKENS_MODELS.match(rc.model) else "max_tokens"
+            )
+            body[limit_name] = rc.max_tokens
+        if json_schema is not None and rc.json_mode != "none":
+            if rc.json_mode == "json_schema":
+                name = _SCHEMA_NAME.sub("_", str(json_schema.get("title") or "output"))[:64] or "output"
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": name, "schema": dict(json_schema), "strict": False},
+                }
+            else:
+                body["response_format"] = {"type": "json_object"}
+        body.update(rc.extra_body)
+        body.update(extra)
+        return body
+
+    async def _attempt(
+        self, role: str, rc: RoleConfig, url: str, body: dict[str, Any], estimated: int
+    ) -> _Answer:
+        state = self._state()
+        shards = self._shards(state, url, rc)
+        async with state.limits.slot(role, url, estimated) as grant:
+            self.router.begin(url)
+            shard = shards.pick()
+            shards.in_flight[shard] += 1
+            ok = False
+            fault = False
+            try:
+                # `post` with the body as is: the typed `chat.completions.create` would spend about
+                # a millisecond of CPU per call transforming the params and building models.
+                data = await shards.clients[shard].post(
+                    "/chat/completions", cast_to=object, body=body, options={"timeout": rc.timeout_s}
+                )
+                answer = _Answer.parse(data)
+                if answer is None:
+                    fault = True
+                    raise _Retryable(f"{safe_url(url)} answered without a chat completion")
+                known = answer.prompt_tokens is not None and answer.completion_tokens is not None
+                grant.settle(answer.prompt_tokens + answer.completion_tokens if known else None)  # type: ignore[operator]
+                ok = True
+                return answer
+            except openai.APITimeoutError:
+                fault = True
+                raise _Retryable(f"no answer from {safe_url(url)} within {rc.timeout_s:g}s") from None
+            except openai.APIConnectionError as exc:
+                fault = True
+                cause = exc.__cause__ or exc.__context__
+                detail = f" ({type(cause).__name__})" if cause is not None else ""
+                raise _Retryable(f"cannot reach {safe_url(url)}{detail}") from None
+            except openai.APIStatusError as exc:
+                fault = exc.status_code >= 500
+                raise self._status_error(exc, role, rc, url) from None
+            except ValueError as exc:
+                # A body that says it is JSON but is not.
+                fault = True
+                raise _Retryable(
+                    f"{safe_url(url)} sent a malformed response ({type(exc).__name__})"
+                ) from None
+            finally:
+                shards.in_flight[shard] -= 1
+                self.router.end(url, ok=ok, endpoint_fault=fault)
+
+    def _status_error(self, exc: openai.APIStatusError, role: str, rc: RoleConfig, url: str) -> Exception:
+        status = exc.status_code
+        where = safe_url(url)
+        detail, code = _error_detail(exc)
+        detail = self._redact(detail)
+        retry_after = parse_retry_after(exc.response.headers)
+        if status == 429:
+            if code == "insufficient_quota":
+                return LLMError(
+                    f"llm {role}: {where} says the account's quota is used up (HTTP 429 insufficient_quota); "
+                    "add credit or use another key or endpoint",
+                    role=role, base_url=where, status=status,
+                )  # fmt: skip
+            if retry_after is not None:
+                if retry_after > rc.max_retry_after_s:
+                    return LLMError(
+                        f"llm {role}: {where} is rate limiting (HTTP 429) and asks to wait {retry_after:.0f}s, "
+                        f"more than max_retry_after_s={rc.max_retry_after_s:g}; lower rpm/tpm or try later",
+                        role=role, base_url=where, status=status, retryable=True,
+                    )  # fmt: skip
+                self.pauses.pause(url, retry_after)
+            return _Retryable(f"HTTP 429 from {where}", status=status, wait=retry_after)
+        if status >= 500 or status in (408, 409):
+            return _Retryable(f"HTTP {status} from {where}", status=status, wait=retry_after)
+        upper = role.upper()
+        if status == 401:
+            key_hint = (
+                f"set {rc.api_key_env} to a valid key"
+                if rc.api_key_env
+                else f"set OPENAI_API_KEY or ORES_{upper}_API_KEY_ENV to the variable holding the key"
+            )
+            message = f"llm {role}: {where} rejected the API key (HTTP 401); {key_hint}"
+        elif status == 403:
+            message = f"llm {role}: {where} refused access (HTTP 403: {detail or 'forbidden'}); check the key's permissions for model {rc.model!r}"
+        elif status == 404:
+            message = (
+                f"llm {role}: model {rc.model!r} not found at {where} (HTTP 404); set ORES_{upper}_MODEL "
+                f"or --model to a model listed at {where}/models, and check that the base URL ends in /v1"
+            )
+        else:
+            message = (
+                f"llm {role}: {where} refused the request (HTTP {status}: {detail or 'no detail'}); "
+                f"check the request parameters and the prompt length for model {rc.model!r}"
+            )
+        return LLMError(message, role=role, base_url=where, status=status)
+
+    def _final_error(
+        self, exc: BaseException, role: str, rc: RoleConfig, url: str, attempts: int
+    ) -> LLMError:
+        if isinstance(exc, LLMError):
+            exc.attempts = attempts
+            return exc
+        where = safe_url(url)
+        status = exc.status if isinstance(exc, _Retryable) else None
+        return LLMError(
+            f"llm {role}: gave up after {attempts} attempt{'s' * (attempts != 1)}, the last: {self._redact(str(exc))}; "
+            f"check that {where} is up and serves {rc.model!r}, or raise timeout_s / max_attempts",
+            role=role,
+            base_url=where,
+            status=status,
+            attempts=attempts,
+            retryable=True,
+        )
+
+    # -- retry policy and bookkeeping --------------------------------------------------------------
+
+    @staticmethod
+    def _waiter(rc: RoleConfig) -> Any:
+        backoff = wait_random_exponential(multiplier=rc.backoff_base_s, max=rc.backoff_max_s)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(exc, _Retryable) and exc.wait is not None:
+                # Not before the server asked; a little jitter so callers do not return in a herd.
+                return exc.wait * (1.0 + 0.1 * random.random())
+            return backoff(state)
+
+        return wait
+
+    def _log_retry(self, role: str, rc: RoleConfig) -> Any:
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            wait = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning(
+                "llm %s: %s; retrying in %.1fs (attempt %d of %d)",
+                role,
+                self._redact(str(exc)),
+                wait,
+                state.attempt_number + 1,
+                rc.max_attempts,
+            )
+
+        return before_sleep
+
+    def _record(self, record: CallRecord) -> None:
+        self.totals.add(record)
+        if self.recorder is not None:
+            self.recorder.append(record)
