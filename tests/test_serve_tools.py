@@ -138,11 +138,27 @@ def test_real_server_with_the_retriever_backend(ws: Workspace) -> None:
     assert not thread.is_alive()
 
 
-def test_serve_without_tools_only_is_not_faked(tmp_path: Path) -> None:
+def test_serve_without_tools_only_plans_a_model_server(tmp_path: Path) -> None:
+    # Without --tools-only, `ores serve` serves a model; --dry-run shows the command without running it.
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
     _register()
-    result = CliRunner().invoke(app, ["serve", "--ws", str(tmp_path / "ws")])
-    assert result.exit_code == 2
-    assert "model serving is not available yet; pass --tools-only" in result.output
+    result = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "--ws",
+            str(tmp_path / "ws"),
+            "--model",
+            str(checkpoint),
+            "--backend",
+            "transformers",
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "transformers serve" in result.output
 
 
 def test_ores_serve_tools_only_command(ws: Workspace) -> None:

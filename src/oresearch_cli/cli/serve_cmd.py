@@ -1,19 +1,69 @@
-"""`ores serve`: serve the research tools over HTTP (`--tools-only`); model serving comes later."""
+"""`ores serve`: an OpenAI-compatible server for a model (default: the embedded SmolLM2), or with
+`--tools-only` the research tools over HTTP. The logic lives in oresearch_cli.server."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from oresearch_cli.cli import app
-from oresearch_cli.cli.common import WsOption, default_ws, err
+from oresearch_cli.cli.common import WsOption, default_ws, err, out
 from oresearch_cli.tools import parse_ttl
 
 
 @app.command()
 def serve(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Checkpoint directory (config.json + weights), a .gguf file (converted into the workspace's "
+            "models/), or a name under models/. Default: the embedded SmolLM2-135M-Instruct.",
+        ),
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            help="auto (vLLM when installed and a GPU is present, else transformers), vllm, transformers.",
+        ),
+    ] = "auto",
+    served_model_name: Annotated[
+        str | None,
+        typer.Option(
+            "--served-model-name", help="Model name clients send. Default: the checkpoint directory's name."
+        ),
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option("--max-model-len", min=1, help="vLLM: context length.")
+    ] = None,
+    tensor_parallel_size: Annotated[
+        int | None, typer.Option("--tensor-parallel-size", min=1, help="vLLM: GPUs to shard over.")
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None,
+        typer.Option(
+            "--gpu-memory-utilization", min=0.05, max=1.0, help="vLLM: fraction of GPU memory to use."
+        ),
+    ] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="Weights dtype (float32, bfloat16, ...). Default: the checkpoint's."),
+    ] = None,
+    ready_timeout: Annotated[
+        float,
+        typer.Option("--ready-timeout", min=1, help="Seconds to wait for the server to answer /health."),
+    ] = 900.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Print the server command (stdout) and the client settings; start nothing."
+        ),
+    ] = False,
     tools_only: Annotated[
         bool, typer.Option("--tools-only", help="Serve only the tools: /retrieve, /search, /crawl_page.")
     ] = False,
@@ -27,7 +77,9 @@ def serve(
         ),
     ] = "local",
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: pick a free one).")
+    ] = 8000,
     allow_host: Annotated[
         list[str] | None, typer.Option("--allow-host", help="Hosts crawls may reach although private.")
     ] = None,
@@ -39,14 +91,27 @@ def serve(
     ] = None,
     ws: WsOption = default_ws(),
 ) -> None:
-    """Serve over HTTP. With --tools-only: Search-R1's /retrieve and O-Researcher's /search and
-    /crawl_page over the workspace corpus, so verl or Search-R1 can train against it."""
+    """Serve over HTTP. By default a model, OpenAI-compatible (/v1/chat/completions with streaming,
+    /v1/models, /health): vLLM on a GPU, `transformers serve` on CPU; it prints the OPENAI_BASE_URL
+    and model name to use and runs until Ctrl-C. With --tools-only: Search-R1's /retrieve and
+    O-Researcher's /search and /crawl_page over the workspace corpus, so verl or Search-R1 can
+    train against it."""
     if not tools_only:
-        err.print(
-            "error: model serving is not available yet; pass --tools-only to serve the search and crawl tools",
-            highlight=False,
+        _serve_model(
+            model=model,
+            backend=backend,
+            host=host,
+            port=port,
+            served_model_name=served_model_name,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            dtype=dtype,
+            ready_timeout=ready_timeout,
+            dry_run=dry_run,
+            ws=ws,
         )
-        raise typer.Exit(2)
+        return
     import uvicorn
 
     from oresearch_cli.server.tools_app import create_tools_app
@@ -67,3 +132,94 @@ def serve(
         markup=False,
     )
     uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+def _say(text: str) -> None:
+    err.print(text, highlight=False, markup=False)
+
+
+def _serve_model(
+    *,
+    model: str | None,
+    backend: str,
+    host: str,
+    port: int,
+    served_model_name: str | None,
+    max_model_len: int | None,
+    tensor_parallel_size: int | None,
+    gpu_memory_utilization: float | None,
+    dtype: str | None,
+    ready_timeout: float,
+    dry_run: bool,
+    ws: Path,
+) -> None:
+    from oresearch_cli.errors import OresError
+    from oresearch_cli.server.model_server import (
+        ModelServer,
+        ServeOptions,
+        check_port,
+        choose_backend,
+        format_env_lines,
+        plan_serve,
+        resolve_model,
+        serve_command_env,
+    )
+    from oresearch_cli.workspace import Workspace
+
+    workspace = Workspace.open(ws)
+    chosen = choose_backend(backend)
+    if not dry_run:
+        port = check_port(host, port)
+    if model is None and not dry_run:
+        _say("ores serve: preparing the embedded SmolLM2-135M-Instruct (converted once into models/) ...")
+    checkpoint = resolve_model(model, workspace.models_dir, prepare=not dry_run)
+    options = ServeOptions(
+        host=host,
+        port=port,
+        served_model_name=served_model_name,
+        max_model_len=max_model_len,
+        tensor_parallel_size=tensor_parallel_size,
+        gpu_memory_utilization=gpu_memory_utilization,
+        dtype=dtype,
+    )
+    plan = plan_serve(checkpoint, chosen, options)
+    env_lines = format_env_lines(serve_command_env(plan))
+    if dry_run:
+        out.print(plan.shell_command(), highlight=False, markup=False, soft_wrap=True)
+        _say(
+            f"ores serve: would serve {plan.model_name} ({plan.backend}) from {plan.checkpoint}; clients use:"
+        )
+        for line in env_lines:
+            _say(f"  {line}")
+        return
+
+    log_path = workspace.root / "logs" / f"serve-{port}.log"
+    server = ModelServer(plan, log_path)
+
+    def _interrupt(signum, frame):  # SIGTERM/SIGHUP end us like Ctrl-C: the child goes too
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        _say(f"ores serve: starting {plan.backend} for {plan.checkpoint} (log: {log_path})")
+        server.start()
+        server.wait_ready(timeout=ready_timeout)
+        _say(f"ores serve: ready: model {plan.model_name!r} at {plan.base_url} (pid {server.pid})")
+        _say("ores serve: point clients at it with:")
+        for line in env_lines:
+            _say(f"  {line}")
+        if plan.backend == "transformers":
+            _say(
+                "ores serve: note: the transformers backend ignores response_format (JSON schema); vLLM honours it"
+            )
+        _say("ores serve: Ctrl-C to stop")
+        code = server.wait()
+        raise OresError(
+            f"the {plan.backend} server exited with code {code}: {server.log_tail()}; full log in {log_path}"
+        )
+    except KeyboardInterrupt:
+        _say("ores serve: stopping")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

