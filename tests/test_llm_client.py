@@ -293,8 +293,10 @@ def test_tokens_per_minute_are_paced_and_corrected_by_usage() -> None:
 
         run(main())
         times = sorted(r.at for r in srv.chat_requests())
-    # The last of the 8 waits for ~7 * 50 + 33 - 90 tokens of refill at 200 a second: ~1.5 s.
-    assert 1.2 <= times[-1] - times[1] <= 3.0, times[-1] - times[1]
+    # The last of the 8 waits for ~7 * 50 + 33 - 90 tokens of refill at 200 a second: ~1.5 s when
+    # every correction lands before the next call reserves; ~0.9 s if only estimates counted, and ~0
+    # without the first call's correction. Under CI load corrections land late, hence the margin.
+    assert 0.95 <= times[-1] - times[1] <= 3.0, times[-1] - times[1]
 
 
 # -- routing ------------------------------------------------------------------------------------------
