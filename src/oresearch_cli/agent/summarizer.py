@@ -1,0 +1,102 @@
+"""The summarizer: subtask answers + the numbered sources -> the cited report.
+
+The model writes Introduction, body sections and Conclusion with [n] citations; the orchestrator
+then enforces what the format promises: any reference list the model wrote is cut off, citation
+numbers that name no observed source are removed, and the References section is written from the
+sources actually cited (`[n]. URL - Title`, every URL observed by a tool). A reply without the
+sections or without a single valid citation is retried once, then replaced by a report assembled
+from the subtask answers (recorded as a failure).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from oresearch_cli.agent.context import Context, Failure
+from oresearch_cli.agent.pieces import PieceError, clean_text, rewrite_citations
+from oresearch_cli.agent.prompts import phrase
+from oresearch_cli.agent.sources import SourceBook
+from oresearch_cli.llm import ChatResult
+from oresearch_cli.trace import analyze_report
+
+
+def references_section(cited: list[int], book: SourceBook, language: str, level: int = 2) -> str:
+    lines = []
+    for number in sorted(cited):
+        source = book.get(number)
+        title = " ".join(source.title.split()) or source.url
+        lines.append(f"[{number}]. {source.url} - {title}")
+    return f"{'#' * level} {phrase(language, 'heading_references')}\n" + "\n".join(lines)
+
+
+def finalize_report(text: str, book: SourceBook, language: str, *, truncated: bool = False) -> str:
+    """The model's report made to keep the format's promises, or `PieceError`."""
+    if truncated:
+        raise PieceError("the reply was cut off at max_tokens; write a shorter report")
+    body = clean_text(text)
+    analysis = analyze_report(body)
+    headings = [s for s in analysis.sections if s.kind == "references"]
+    if headings:
+        body = body[: headings[0].offset]
+    elif analysis.references_span is not None:
+        body = body[: analysis.references_span[0]]
+    body = body.rstrip()
+    analysis = analyze_report(body)
+    missing = [m for m in analysis.missing_sections if m != "references"]
+    if missing:
+        raise PieceError(f"it lacks the {', '.join(missing)} section{'s' * (len(missing) > 1)}")
+    body, cited = rewrite_citations(body, None, set(range(1, len(book) + 1)))
+    if not cited:
+        raise PieceError(f"it cites none of the sources [1]..[{len(book)}]")
+    levels = [s.level for s in analysis.sections if s.kind == "conclusion" and s.level]
+    return f"{body}\n\n{references_section(cited, book, language, levels[-1] if levels else 2)}"
+
+
+def fallback_report(ctx: Context, answers: list[tuple[str, str]], book: SourceBook) -> str:
+    """A report assembled from the subtask answers (their citations already use `book`'s numbers)."""
+    cited: list[int] = []
+    body = []
+    for subtask, answer in answers:
+        answer, numbers = rewrite_citations(answer, None, set(range(1, len(book) + 1)))
+        cited += numbers
+        body.append(f"### {subtask}\n{answer}")
+    cited = list(dict.fromkeys(cited))
+    citations = "".join(f"[{n}]" for n in cited[:5])
+    parts = [
+        f"## {ctx.phrase('heading_introduction')}\n{ctx.phrase('fallback_intro', question=' '.join(ctx.question.split()))}",
+        f"## {ctx.phrase('heading_body')}\n" + "\n\n".join(body),
+        f"## {ctx.phrase('heading_conclusion')}\n{ctx.phrase('fallback_conclusion', citations=citations).strip()}",
+    ]
+    if cited:
+        parts.append(references_section(cited, book, ctx.language))
+    return "\n\n".join(parts)
+
+
+async def write_report(
+    ctx: Context, answers: list[tuple[str, str]], book: SourceBook
+) -> tuple[str, dict[str, Any]]:
+    """(report text, the structured record of this step)."""
+    listed = "\n\n".join(f"{i}. {subtask}\n{answer}" for i, (subtask, answer) in enumerate(answers, 1))
+
+    def parse(result: ChatResult) -> str:
+        return finalize_report(result.text, book, ctx.language, truncated=result.truncated)
+
+    report: str | None = None
+    failures: list[Failure] = []
+    if len(book):
+        report, failures = await ctx.ask(
+            "summarizer",
+            "report",
+            {
+                "question": ctx.question,
+                "answers": listed,
+                "sources": book.render(limit=ctx.options.max_sources),
+            },
+            parse,
+            expected=ctx.phrase("expected_report"),
+        )
+    if report is None:
+        report = fallback_report(ctx, answers, book)
+        reason = "no usable report in two replies" if len(book) else "no sources were observed"
+        failures.append(Failure("report", reason, fallback="report assembled from the subtask answers"))
+    return report, {"kind": "report", "content": None, "failures": [f.to_dict() for f in failures]}

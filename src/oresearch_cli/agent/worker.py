@@ -1,0 +1,328 @@
+"""A worker: one subtask, as Think -> (Plan) -> tool call -> Observation steps, then the answer.
+
+Each step asks the worker role for one piece (a thought, on the first step a plan, and an action:
+search queries, URLs from the sources seen, or answer); the orchestrator runs the tool and writes
+the trace steps itself. Bounds, enforced here rather than hoped for:
+
+* at most `max_steps` steps and `max_tool_calls` tool calls; reaching either forces the answer;
+* at least `min_tool_calls`: a step that answers too early is asked once more with an explicit
+  instruction to call a tool; if it still answers (or its replies are unusable), the orchestrator
+  makes the call itself: a search for the subtask text first, then reading the best unread search
+  result, then a search for the question. Each such fallback is recorded as a failure.
+* an unusable step reply once the minimum is met ends the loop and goes to the answer.
+
+The answer cites the worker's numbered sources; if it is unusable twice, it is built from the
+observed snippets (each cited), recorded as a failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from oresearch_cli.agent.context import Context, Failure
+from oresearch_cli.agent.pieces import (
+    ANSWER,
+    CRAWL,
+    SEARCH,
+    STEP_SCHEMA,
+    StepPiece,
+    clean_query,
+    parse_answer,
+    parse_step,
+)
+from oresearch_cli.agent.sources import SourceBook
+from oresearch_cli.llm import ChatResult
+from oresearch_cli.tools import SummaryContext
+from oresearch_cli.trace import CrawlPage, Plan, Step, SubtaskAnswer, Think, WebSearch, escape_tags
+from oresearch_cli.trace import Observation as ObservationStep
+
+OBS_LOG_CHARS = 1000  # of an observation, in the structured steps (the trace has it whole)
+OLD_OBS_CHARS = 300
+
+
+@dataclass
+class SubtaskRun:
+    """One finished subtask: its trace steps, sources, structured log and failures."""
+
+    index: int  # 1-based
+    question: str
+    steps: list[Step] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    sources: SourceBook = field(default_factory=SourceBook)
+    failures: list[Failure] = field(default_factory=list)
+    n_calls: int = 0
+    n_steps: int = 0
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def answer(self) -> str:
+        return next((s.text for s in reversed(self.steps) if isinstance(s, SubtaskAnswer)), "")
+
+
+@dataclass
+class _Turn:
+    """One step as the worker sees it in its next prompt."""
+
+    thought: str
+    plan: str
+    call: str
+    result: str
+
+
+def _entry(kind: str, content: Any, failures: list[Failure] | None = None, **extra: Any) -> dict[str, Any]:
+    entry = {"kind": kind, "content": content, "failures": [f.to_dict() for f in failures or []]}
+    entry.update({k: v for k, v in extra.items() if v is not None})
+    return entry
+
+
+class Worker:
+    def __init__(self, ctx: Context, index: int, subtask: str) -> None:
+        self.ctx = ctx
+        self.opts = ctx.options
+        self.run = SubtaskRun(index=index, question=subtask)
+        self.turns: list[_Turn] = []
+        self.searched: list[str] = []
+
+    # -- prompts ---------------------------------------------------------------------------------
+
+    def _history(self) -> str:
+        ctx = self.ctx
+        if not self.turns:
+            return ctx.phrase("history_none") + "\n"
+        blocks = []
+        for number, turn in enumerate(self.turns, start=1):
+            recent = number > len(self.turns) - 2
+            limit = self.opts.history_chars if recent else OLD_OBS_CHARS
+            result = turn.result if len(turn.result) <= limit else turn.result[:limit].rstrip() + " ..."
+            lines = [f"{ctx.phrase('step_label')} {number}", f"{ctx.phrase('thought_label')}: {turn.thought}"]
+            if turn.plan:
+                lines.append(f"{ctx.phrase('plan_label')}: {turn.plan}")
+            lines += [turn.call, f"{ctx.phrase('result_label')}:", result]
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks) + "\n"
+
+    def _step_values(self, instruction: str) -> dict[str, object]:
+        ctx, opts = self.ctx, self.opts
+        first = not self.turns
+        return {
+            "question": ctx.question,
+            "subtask": self.run.question,
+            "history": self._history(),
+            "sources": self.run.sources.render(limit=40, empty=ctx.phrase("sources_none")),
+            "n_calls": self.run.n_calls,
+            "min_tool_calls": opts.min_tool_calls,
+            "max_tool_calls": opts.max_tool_calls,
+            "plan_field": ctx.phrase("plan_field") if first else "",
+            "instruction": instruction,
+        }
+
+    async def _ask_step(self, instruction: str, step: int) -> tuple[StepPiece | None, list[Failure]]:
+        ctx = self.ctx
+        first = not self.turns
+
+        def parse(result: ChatResult) -> StepPiece:
+            return parse_step(result.text, sources=self.run.sources.urls, need_plan=first)
+
+        return await ctx.ask(
+            "worker",
+            "step",
+            self._step_values(instruction),
+            parse,
+            schema=STEP_SCHEMA,
+            expected=ctx.phrase("expected_step", plan_field=ctx.phrase("plan_field") if first else ""),
+            subtask=self.run.index,
+            step=step,
+        )
+
+    # -- fallbacks -------------------------------------------------------------------------------
+
+    def _fallback_step(self) -> StepPiece:
+        ctx = self.ctx
+        unread = [s for s in self.run.sources.sources if not s.crawled]
+        subtask_query = clean_query(self.run.question)[:120]
+        if subtask_query and subtask_query not in self.searched:
+            query = subtask_query
+        elif unread:
+            url = unread[0].url
+            return StepPiece(ctx.phrase("fallback_think_crawl", url=url), CRAWL, urls=[url])
+        else:
+            query = clean_query(ctx.question)[:120] or subtask_query
+        return StepPiece(ctx.phrase("fallback_think_search", queries=query), SEARCH, queries=[query])
+
+    def _fallback_answer(self) -> str:
+        book = self.run.sources
+        ranked = sorted(range(1, len(book) + 1), key=lambda n: (not book.get(n).crawled, n))
+        parts = []
+        for number in ranked:
+            source = book.get(number)
+            text = " ".join((source.snippet or source.title).split())
+            if text:
+                sentence = text[:280].rstrip()
+                parts.append(f"{sentence.rstrip('.')}. [{number}]" if sentence else "")
+            if len(parts) == 3:
+                break
+        return " ".join(p for p in parts if p) or self.ctx.phrase("no_output")
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def _tool(self, piece: StepPiece) -> tuple[Step, str, Any]:
+        ctx, opts = self.ctx, self.opts
+        if piece.action == SEARCH:
+            self.searched += piece.queries
+            call: Step = WebSearch(tuple(piece.queries), opts.serp_num)
+            obs = await ctx.toolbox.web_search(list(piece.queries), num=opts.serp_num)
+            label = f"{ctx.phrase('search_label')}: {' | '.join(piece.queries)}"
+        else:
+            call = CrawlPage(tuple(piece.urls))
+            context = SummaryContext(
+                think=piece.thought, query=" | ".join(self.searched[-3:]), task=self.run.question
+            )
+            obs = await ctx.toolbox.crawl_page(list(piece.urls), context=context)
+            label = f"{ctx.phrase('crawl_label')}: {' | '.join(piece.urls)}"
+        return call, label, obs
+
+    async def research(self) -> SubtaskRun:
+        ctx, opts, run = self.ctx, self.opts, self.run
+        forced: str | None = None
+        while True:
+            if run.n_calls >= opts.max_tool_calls:
+                forced = f"reached max_tool_calls={opts.max_tool_calls}"
+                break
+            if run.n_steps >= opts.max_steps:
+                forced = f"reached max_steps={opts.max_steps}"
+                break
+            run.n_steps += 1
+            step = run.n_steps
+            first = not self.turns
+            instruction = ctx.phrase("instruction_first" if first else "instruction_next")
+            piece, failures = await self._ask_step(instruction, step)
+            below_min = run.n_calls < opts.min_tool_calls
+            if piece is not None and piece.action == ANSWER and below_min:
+                failures.append(
+                    Failure(
+                        "min_tool_calls",
+                        f"answered after {run.n_calls} tool calls, below min_tool_calls={opts.min_tool_calls}; asked again",
+                        subtask=run.index,
+                        step=step,
+                    )
+                )
+                piece, more = await self._ask_step(
+                    ctx.phrase("instruction_more", min_tool_calls=opts.min_tool_calls), step
+                )
+                failures += more
+                if piece is not None and piece.action == ANSWER:
+                    failures.append(
+                        Failure(
+                            "min_tool_calls", "answered again below the minimum", subtask=run.index, step=step
+                        )
+                    )
+                    piece = None
+            if piece is None:
+                if not below_min:
+                    failures.append(
+                        Failure("step", "no usable step; answering with the sources so far", subtask=run.index,
+                                step=step, fallback="answer")
+                    )  # fmt: skip
+                    run.failures += failures
+                    run.log.append(_entry("step_failed", None, failures))
+                    break
+                piece = self._fallback_step()
+                failures.append(
+                    Failure("step", "no usable step below min_tool_calls", subtask=run.index, step=step,
+                            fallback=f"{piece.action} chosen by the orchestrator")
+                )  # fmt: skip
+            run.failures += failures
+            run.steps.append(Think(piece.thought))
+            run.log.append(_entry("think", piece.thought, failures))
+            if piece.action == ANSWER:
+                break
+            plan = ""
+            if first:
+                plan = piece.plan
+                plan_failures = []
+                if not plan:
+                    plan = ctx.phrase("fallback_plan")
+                    plan_failures.append(
+                        Failure("plan", "the first step has no plan", subtask=run.index, step=step,
+                                fallback="generic plan")
+                    )  # fmt: skip
+                    run.failures += plan_failures
+                run.steps.append(Plan(plan))
+                run.log.append(_entry("plan", plan, plan_failures))
+            call, label, obs = await self._tool(piece)
+            run.n_calls += 1
+            run.sources.add_observation(obs)
+            text = escape_tags(obs.text.strip()) or ctx.phrase("no_output")
+            run.steps += [call, ObservationStep(text)]
+            if isinstance(call, WebSearch):
+                run.log.append(_entry("web_search", list(call.queries), count=call.count))
+            else:
+                assert isinstance(call, CrawlPage)
+                run.log.append(_entry("crawl_page", list(call.urls)))
+            run.log.append(
+                _entry("observation", text[:OBS_LOG_CHARS], chars=len(text), errors=list(obs.errors) or None)
+            )
+            self.turns.append(_Turn(piece.thought, plan, label, text))
+        await self._answer(forced)
+        return run
+
+    def _observations(self) -> str:
+        budget = self.opts.answer_context_chars
+        parts = []
+        for turn in reversed(self.turns):
+            chunk = f"{turn.call}\n{turn.result}"
+            if len(chunk) > budget:
+                chunk = chunk[: max(budget, 0)]
+            if not chunk:
+                break
+            parts.append(chunk)
+            budget -= len(chunk)
+        return "\n\n".join(reversed(parts)) or self.ctx.phrase("no_output")
+
+    async def _answer(self, forced: str | None) -> None:
+        ctx, run = self.ctx, self.run
+        n_sources = len(run.sources)
+        answer: str | None = None
+        failures: list[Failure] = []
+        if n_sources:
+
+            def parse(result: ChatResult) -> str:
+                return parse_answer(result.text, n_sources, truncated=result.truncated)
+
+            answer, failures = await ctx.ask(
+                "worker",
+                "answer",
+                {
+                    "question": ctx.question,
+                    "subtask": run.question,
+                    "sources": run.sources.render(snippets=True),
+                    "observations": self._observations(),
+                },
+                parse,
+                expected=ctx.phrase("expected_answer"),
+                subtask=run.index,
+                step=run.n_steps + 1,
+            )
+        if answer is None:
+            answer = self._fallback_answer()
+            reason = "no usable answer in two replies" if n_sources else "no sources were observed"
+            failures.append(
+                Failure("answer", reason, subtask=run.index, step=run.n_steps + 1,
+                        fallback="answer built from the observed snippets")
+            )  # fmt: skip
+        run.failures += failures
+        run.steps.append(SubtaskAnswer(answer))
+        run.log.append(_entry("subtask_answer", answer, failures, forced=forced))
+
+
+async def run_subtask(ctx: Context, index: int, subtask: str) -> SubtaskRun:
+    """Research subtask `index` (1-based) to its answer."""
+    import time
+
+    worker = Worker(ctx, index, subtask)
+    worker.run.started = time.perf_counter() - ctx.started
+    run = await worker.research()
+    run.finished = time.perf_counter() - ctx.started
+    return run
