@@ -1,0 +1,191 @@
+"""`ores synth`: parse options, call stages.synth, draw progress on stderr, print the summary."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from oresearch_cli.cli import app
+from oresearch_cli.cli.common import FieldOption, FormatOption, OutputOption, WsOption, default_ws, err, table
+
+
+class _Bar:
+    """A rich progress bar on stderr: done/failed, traces/min, tokens, cost."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("synth"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=False,
+        )
+        self.task: Any = None
+        self.started = time.perf_counter()
+
+    def start(self, summary: Any) -> None:
+        self.started = time.perf_counter()
+        self.progress.start()
+        self.task = self.progress.add_task("synth", total=summary.n_todo, stats=self._stats(summary))
+
+    def _stats(self, summary: Any) -> str:
+        minutes = max(time.perf_counter() - self.started, 1e-6) / 60
+        rate = (summary.n_done + summary.n_failed) / minutes
+        cost = f"${summary.cost_usd:.4f}" if summary.cost_usd is not None else "$?"
+        tokens = summary.prompt_tokens + summary.completion_tokens
+        return (
+            f"done {summary.n_done} (invalid {summary.n_invalid}) failed {summary.n_failed} | "
+            f"{rate:.1f} traces/min | {tokens:,} tokens | {cost}"
+        )
+
+    def finished(self, record: dict[str, Any], summary: Any) -> None:
+        self.progress.update(self.task, advance=1, stats=self._stats(summary))
+
+    def stop(self) -> None:
+        self.progress.stop()
+
+
+@app.command()
+def synth(
+    seeds: Annotated[
+        str | None,
+        typer.Argument(
+            help="Seed questions: a JSONL/CSV/Parquet file, '-' for JSONL on stdin; default: latest `seeds`."
+        ),
+    ] = None,
+    search: Annotated[
+        str,
+        typer.Option(
+            "--search", help="Search backend: local[:NAME], serper, tavily, searxng[:URL], retriever[:URL]."
+        ),
+    ] = "local",
+    crawl: Annotated[str, typer.Option("--crawl", help="Crawl backend: auto, direct, jina, local.")] = "auto",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Seeds researched at once.")] = 8,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Think->tool steps per subtask.")] = 10,
+    min_tool_calls: Annotated[
+        int, typer.Option("--min-tool-calls", min=0, help="Tool calls per subtask, at least.")
+    ] = 2,
+    max_tool_calls: Annotated[
+        int, typer.Option("--max-tool-calls", min=1, help="Tool calls per subtask, at most.")
+    ] = 8,
+    max_subtasks: Annotated[
+        int, typer.Option("--max-subtasks", min=1, max=12, help="Subtasks per question, at most.")
+    ] = 6,
+    serp_num: Annotated[
+        int, typer.Option("--serp-num", min=1, max=20, help="Search results per search call.")
+    ] = 10,
+    sequential: Annotated[
+        bool,
+        typer.Option(
+            "--sequential", help="Run a question's subtasks one after another (the paper's ablation)."
+        ),
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Redo seeds that failed in earlier runs.")
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option("--shard", help="i/n: only the seeds of shard i of n (stable hash of the id)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Research at most N seeds this run.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML with an `llm:` section (roles, endpoints, prices).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model for every role.")] = None,
+    planner_model: Annotated[
+        str | None, typer.Option("--planner-model", help="Model of the planner.")
+    ] = None,
+    worker_model: Annotated[str | None, typer.Option("--worker-model", help="Model of the workers.")] = None,
+    summarizer_model: Annotated[
+        str | None, typer.Option("--summarizer-model", help="Model of the summarizer.")
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="OpenAI-compatible base URL(s), comma-separated.")
+    ] = None,
+    json_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--json-mode", help="Structured output the endpoint supports: none, json_object, json_schema."
+        ),
+    ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the search/crawl cache.")] = False,
+    field: FieldOption = None,
+    fmt: FormatOption = None,
+    output: OutputOption = None,
+    ws: WsOption = default_ws(),
+) -> None:
+    """Synthesize one research trace per seed: planner -> parallel workers -> summarizer, into `traces`."""
+    from oresearch_cli.agent import ResearchOptions
+    from oresearch_cli.llm import load_config
+    from oresearch_cli.records import write_jsonl, write_records
+    from oresearch_cli.stages.synth import SynthOptions, parse_shard, run_synth
+    from oresearch_cli.workspace import Workspace
+
+    overrides = {
+        "model": model,
+        "planner.model": planner_model,
+        "worker.model": worker_model,
+        "summarizer.model": summarizer_model,
+        "base_url": base_url,
+        "json_mode": json_mode,
+    }
+    llm_config = load_config(config, overrides, require=["planner", "worker", "summarizer"])
+    options = SynthOptions(
+        search=search,
+        crawl=crawl,
+        cache=not no_cache,
+        concurrency=concurrency,
+        shard=parse_shard(shard),
+        retry_failed=retry_failed,
+        limit=limit,
+        question_field=field,
+        fmt=fmt,
+        research=ResearchOptions(
+            max_steps=max_steps,
+            min_tool_calls=min_tool_calls,
+            max_tool_calls=max_tool_calls,
+            max_subtasks=max_subtasks,
+            min_subtasks=min(2, max_subtasks),
+            sequential=sequential,
+            serp_num=serp_num,
+        ),
+    )
+    written: list[dict[str, Any]] = []
+
+    def on_record(record: dict[str, Any]) -> None:
+        if output == "-":
+            write_jsonl([record], sys.stdout)
+        elif output:
+            written.append(record)
+
+    bar = _Bar()
+    try:
+        summary = run_synth(Workspace.open(ws), seeds, options, llm_config, progress=bar, on_record=on_record)
+    finally:
+        bar.stop()
+    if output and output != "-":
+        write_records(written, Path(output))
+    cost = f"{summary.cost_usd:.4f}" if summary.cost_usd is not None else "unknown"
+    rows = [
+        ["seeds in input", summary.n_input],
+        *([["in this shard", summary.n_in_shard]] if options.shard else []),
+        ["skipped (done earlier)", summary.n_skipped],
+        ["researched", summary.n_todo],
+        ["done", summary.n_done],
+        ["  of which invalid", summary.n_invalid],
+        ["failed", summary.n_failed],
+        ["tokens (prompt + completion)", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}"],
+        ["cost USD", cost],
+        ["seconds", f"{summary.seconds:.1f}"],
+    ]
+    err.print(table(f"synth {summary.run_id}", ["", "traces"], rows))
