@@ -1,0 +1,160 @@
+"""Filter settings: which rules run and their bounds, dedup thresholds, the judge's thresholds.
+
+Settings come from (later wins): the defaults here, a YAML file (`--config`, its `filter:` section
+or the whole file), then flags. Unknown keys are an error, so a typo never silently does nothing.
+
+    rules:              # rule name -> on/off (see `oresearch_cli.filtering.rules.RULES`)
+      language: false
+    min_tool_calls: 2
+    judge:
+      min_overall: 6.5
+      min_criterion: {faithfulness: 6}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oresearch_cli.errors import InputError
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    enabled: bool = True
+    min_overall: float = 6.0
+    # One floor for every criterion, and optional floors per criterion that override it.
+    min_each: float = 4.0
+    min_criterion: dict[str, float] = field(default_factory=dict)
+    max_attempts: int = 3  # the first ask plus stricter re-asks after malformed output
+    max_chars: int = 24_000  # how much of the trace the judge reads
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    rules: dict[str, bool] = field(default_factory=dict)  # missing: on
+    # tool calls per subtask (the paper's tool reward: 0 below 2, -1 above 8)
+    min_tool_calls: int = 2
+    max_tool_calls: int = 8
+    # total tagged steps of the trace
+    min_steps: int = 6
+    max_steps: int = 200
+    # report sources: distinct cited pages
+    min_sources: int = 3
+    # lengths in tokens (the target model's tokenizer when `tokenizer` names one, else an estimate)
+    min_report_tokens: int = 150
+    max_report_tokens: int = 16_000
+    max_trace_tokens: int = 64_000
+    tokenizer: str | None = None
+    # repetition: a line of at least `repeat_min_chars` seen `max_line_repeats` times or more, or
+    # model-written text that compresses below `min_compression` (only texts over 2,000 characters)
+    repeat_min_chars: int = 30
+    max_line_repeats: int = 3
+    min_compression: float = 0.12
+    # markers of prompt text or chat-template tokens that must not reach a report
+    leak_markers: tuple[str, ...] = (
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|eot_id|>",
+        "<|start_header_id|>",
+        "[INST]",
+        "[/INST]",
+        "As an AI language model",
+        "You are a research assistant",
+        "You are a helpful assistant",
+        "Respond in the following format",
+    )
+    # dedup
+    dedup: bool = True
+    question_threshold: float = 0.9
+    report_threshold: float = 0.8
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    workers: int = 0  # processes for the rules; 0: one per core when the batch is big enough
+
+    def enabled(self, rule: str) -> bool:
+        return self.rules.get(rule, True)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["leak_markers"] = list(self.leak_markers)
+        data.pop("workers")  # how fast, not what: kept out of the config hash
+        return data
+
+
+_TOP = {f.name for f in fields(FilterConfig)}
+_JUDGE = {f.name for f in fields(JudgeSettings)}
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InputError(
+            f"{where}: unknown filter setting(s) {', '.join(unknown)}; use one of {', '.join(sorted(allowed))}"
+        )
+
+
+def from_dict(
+    data: dict[str, Any], base: FilterConfig | None = None, where: str = "filter config"
+) -> FilterConfig:
+    """`base` with the settings of `data` applied (nested `judge` and `rules` merge, not replace)."""
+    from oresearch_cli.filtering.rules import RULES
+
+    base = base or FilterConfig()
+    _check_keys(data, _TOP, where)
+    updates: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key == "judge":
+            if not isinstance(value, dict):
+                raise InputError(f"{where}: `judge` must be a mapping; e.g. judge: {{min_overall: 6}}")
+            _check_keys(value, _JUDGE, f"{where} judge")
+            judge = base.judge
+            merged = {**value}
+            if "min_criterion" in merged:
+                merged["min_criterion"] = {**judge.min_criterion, **dict(merged["min_criterion"])}
+            updates["judge"] = replace(judge, **merged)
+        elif key == "rules":
+            if not isinstance(value, dict):
+                raise InputError(f"{where}: `rules` must map rule names to true/false")
+            unknown = sorted(set(value) - set(RULES))
+            if unknown:
+                raise InputError(
+                    f"{where}: unknown rule(s) {', '.join(unknown)}; rules are {', '.join(RULES)}"
+                )
+            updates["rules"] = {**base.rules, **{k: bool(v) for k, v in value.items()}}
+        elif key == "leak_markers":
+            updates[key] = tuple(value)
+        else:
+            updates[key] = value
+    try:
+        return replace(base, **updates)
+    except TypeError as exc:
+        raise InputError(f"{where}: {exc}; check the setting names") from None
+
+
+def load_filter_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> FilterConfig:
+    """Defaults, then the YAML at `path` (its `filter:` section if it has one), then `overrides`."""
+    config = FilterConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: no such config file; check the --config path")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a mapping of filter settings")
+        section = (
+            data.get("filter", data) if "filter" in data else {k: v for k, v in data.items() if k != "llm"}
+        )
+        config = from_dict(section, config, str(path))
+    if overrides:
+        config = from_dict(overrides, config, "flags")
+    return config

@@ -1,0 +1,295 @@
+"""LLM-as-a-judge: a rubric-scored semantic filter run through the `judge` role.
+
+The judge reads the question, a condensed trace (subtasks, tool calls, observations cut to fit)
+and the report, and scores six criteria 0-10, each with a short reason, as one JSON object. The
+answer is parsed strictly: every criterion present, an integer-like number in 0..10, a string
+reason. Malformed output is asked again with a stricter prompt that quotes what was wrong (up to
+`max_attempts` in all); if it stays malformed, the failure is recorded and the trace rejected with
+`judge-failed` (not cached, so a rerun tries again). A weak model therefore costs retries, never a
+crash or a silently made-up score.
+
+Results are cached in `cache/judge.sqlite`, keyed by hash(judge model, rubric version, question,
+trace text), so a rerun of the filter makes no judge call for a trace it already scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oresearch_cli.filtering.config import JudgeSettings
+from oresearch_cli.trace import CrawlPage, Observation, WebSearch, has_tags, parse
+
+RUBRIC_VERSION = "rubric-v1"
+CRITERIA: dict[str, str] = {
+    "comprehensiveness": "covers every part of the question and the subtasks with enough breadth",
+    "depth": "goes beyond surface facts: mechanisms, comparisons, numbers, implications",
+    "faithfulness": "every claim is supported by the observations shown; nothing invented",
+    "citation_support": "citations [n] point to references whose pages back the cited claims",
+    "instruction_following": "answers the question asked, in its language, in the required report format",
+    "readability": "clear structure, coherent prose, no repetition or leftover scaffolding",
+}
+JUDGE_FAILED = "judge-failed"
+CODES = {
+    **{f"judge-low-{c}": f"judge score for {c.replace('_', ' ')} below its threshold" for c in CRITERIA},
+    "judge-low-overall": "the judge's overall score (mean of the criteria) below --min-overall",
+    JUDGE_FAILED: "the judge gave no usable scores (malformed output after retries, or endpoint errors)",
+}
+
+SCHEMA: dict[str, Any] = {
+    "title": "judge_scores",
+    "type": "object",
+    "properties": {
+        c: {
+            "type": "object",
+            "properties": {"score": {"type": "integer"}, "reason": {"type": "string"}},
+            "required": ["score", "reason"],
+        }
+        for c in CRITERIA
+    },
+    "required": list(CRITERIA),
+}
+
+SYSTEM = (
+    "You are a strict reviewer of research reports written by an AI agent that searched the web. "
+    "Score the report on each criterion from 0 (worst) to 10 (best) and give a one-sentence reason. "
+    "Judge faithfulness only against the observations shown."
+)
+_EXAMPLE = "{" + ", ".join(f'"{c}": {{"score": 7, "reason": "..."}}' for c in CRITERIA) + "}"
+
+
+class JudgeOutputError(ValueError):
+    """The judge's object does not fit the rubric."""
+
+
+def check_scores(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The scores of a parsed answer, strictly: every criterion, score a number 0..10, reason a string."""
+    scores: dict[str, dict[str, Any]] = {}
+    for criterion in CRITERIA:
+        entry = data.get(criterion)
+        if not isinstance(entry, dict):
+            raise JudgeOutputError(f"{criterion!r} must be an object with score and reason")
+        score = entry.get("score")
+        if isinstance(score, str):
+            try:
+                score = float(score.strip())
+            except ValueError:
+                raise JudgeOutputError(f"{criterion}.score {score!r} is not a number") from None
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise JudgeOutputError(f"{criterion}.score must be a number from 0 to 10")
+        if not 0 <= score <= 10:
+            raise JudgeOutputError(f"{criterion}.score {score} is outside 0..10")
+        reason = entry.get("reason")
+        if not isinstance(reason, str):
+            raise JudgeOutputError(f"{criterion}.reason must be a string")
+        scores[criterion] = {"score": float(score), "reason": " ".join(reason.split())[:300]}
+    return scores
+
+
+def overall(scores: dict[str, dict[str, Any]]) -> float:
+    return round(sum(s["score"] for s in scores.values()) / len(scores), 2)
+
+
+def judge_reasons(scores: dict[str, dict[str, Any]] | None, settings: JudgeSettings) -> list[str]:
+    """Reason codes for scores under their thresholds (or `judge-failed` when there are none)."""
+    if scores is None:
+        return [JUDGE_FAILED]
+    reasons = [
+        f"judge-low-{c}"
+        for c, s in scores.items()
+        if s["score"] < settings.min_criterion.get(c, settings.min_each)
+    ]
+    if overall(scores) < settings.min_overall:
+        reasons.append("judge-low-overall")
+    return reasons
+
+
+def condensed_trace(text: str, max_chars: int) -> str:
+    """What the judge reads of a trace: subtasks, tool calls, observations cut so the whole fits."""
+    trace = parse(text)
+    if not has_tags(trace):
+        return ""
+    observations = [s for _, s in trace.steps() if isinstance(s, Observation)]
+    budget = max(300, max_chars // max(1, len(observations))) if observations else 0
+    lines: list[str] = []
+    for number, subtask in enumerate(trace.subtasks, start=1):
+        lines.append(f"### Subtask {number}: {subtask.question.strip()}")
+        for step in subtask.steps:
+            if isinstance(step, WebSearch):
+                lines.append(f"- search: {' | '.join(step.queries)}")
+            elif isinstance(step, CrawlPage):
+                lines.append(f"- crawl: {' | '.join(step.urls)}")
+            elif isinstance(step, Observation):
+                body = step.text.strip()
+                cut = body[:budget] + (" [...]" if len(body) > budget else "")
+                lines.append("  observation:\n  " + cut.replace("\n", "\n  "))
+        if subtask.answer:
+            lines.append(f"- subtask answer: {subtask.answer.strip()}")
+    return "\n".join(lines)[: max_chars + 2000]
+
+
+def build_messages(question: str, text: str, report: str, max_chars: int) -> list[dict[str, str]]:
+    rubric = "\n".join(f"- {c}: {d}" for c, d in CRITERIA.items())
+    evidence = condensed_trace(text, max_chars)
+    parts = [f"## Question\n{question.strip() or '(not given)'}"]
+    if evidence:
+        parts.append(f"## Research trace (subtasks, tool calls, observations)\n{evidence}")
+    parts.append(f"## Report\n{report[:max_chars]}")
+    parts.append(
+        f"## Rubric (score each 0-10)\n{rubric}\n\n"
+        f"Answer with one JSON object and nothing else, exactly these keys:\n{_EXAMPLE}"
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def stricter(messages: list[dict[str, str]], raw: str, problem: str) -> list[dict[str, str]]:
+    """The re-ask after malformed output: the bad answer, what is wrong, and the exact shape again."""
+    return [
+        *messages,
+        {"role": "assistant", "content": raw[:2000]},
+        {
+            "role": "user",
+            "content": f"That answer was not usable: {problem}. Reply with ONLY a JSON object, no prose, "
+            f"no code fence, with all six keys, each score an integer 0-10:\n{_EXAMPLE}",
+        },
+    ]
+
+
+def cache_key(model: str, question: str, text: str) -> str:
+    payload = "\x00".join((model, RUBRIC_VERSION, question, text))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class JudgeCache:
+    """Judge results in a SQLite file (WAL): key -> scores JSON. Only successes are stored."""
+
+    FILE = "judge.sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS judge (key TEXT PRIMARY KEY, model TEXT, rubric TEXT, "
+            "scores TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+
+    @classmethod
+    def for_workspace(cls, ws: Any) -> JudgeCache:
+        return cls(Path(ws.cache_dir) / cls.FILE)
+
+    def get(self, key: str) -> dict[str, dict[str, Any]] | None:
+        with self._lock:
+            row = self._db.execute("SELECT scores FROM judge WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, model: str, scores: dict[str, dict[str, Any]]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO judge VALUES (?, ?, ?, ?, ?)",
+                (key, model, RUBRIC_VERSION, json.dumps(scores, ensure_ascii=False), time.time()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@dataclass
+class JudgeTask:
+    id: str
+    question: str
+    text: str  # the trace (or bare report)
+    report: str
+
+
+@dataclass
+class JudgeResult:
+    id: str
+    scores: dict[str, dict[str, Any]] | None
+    overall: float | None
+    cached: bool = False
+    attempts: int = 0
+    error: str | None = None
+    raw: list[str] = field(default_factory=list)  # malformed answers, for the record
+
+
+async def _judge_one(llm: Any, task: JudgeTask, settings: JudgeSettings) -> JudgeResult:
+    from oresearch_cli.llm import LLMError, MalformedOutput
+
+    messages = build_messages(task.question, task.text, task.report, settings.max_chars)
+    result = JudgeResult(task.id, None, None)
+    for attempt in range(1, settings.max_attempts + 1):
+        result.attempts = attempt
+        try:
+            answer = await llm.chat_json("judge", messages, SCHEMA, trace_id=task.id)
+            scores = check_scores(answer.data or {})
+        except MalformedOutput as exc:
+            problem, raw = exc.reason or str(exc), exc.raw
+        except JudgeOutputError as exc:
+            problem, raw = str(exc), answer.text
+        except LLMError as exc:
+            result.error = f"endpoint: {exc}"
+            return result
+        else:
+            result.scores, result.overall, result.error = scores, overall(scores), None
+            return result
+        result.error = f"malformed output: {problem}"
+        result.raw.append(raw[:500])
+        messages = stricter(messages, raw, problem)
+    return result
+
+
+def judge_all(
+    tasks: Sequence[JudgeTask],
+    llm_config: Any,
+    settings: JudgeSettings,
+    cache: JudgeCache,
+    call_log: Any = None,
+    progress: Callable[[JudgeResult], None] | None = None,
+) -> list[JudgeResult]:
+    """Judge every task (cached ones without a call), in input order."""
+    from oresearch_cli.llm import LLMClient
+
+    model = llm_config.role("judge").model
+    results: dict[str, JudgeResult] = {}
+    todo: list[tuple[JudgeTask, str]] = []
+    for task in tasks:
+        key = cache_key(model, task.question, task.text)
+        hit = cache.get(key)
+        if hit is not None:
+            results[task.id] = JudgeResult(task.id, hit, overall(hit), cached=True)
+            if progress:
+                progress(results[task.id])
+        else:
+            todo.append((task, key))
+
+    async def main() -> None:
+        gate = asyncio.Semaphore(max(1, settings.concurrency))
+        async with LLMClient(llm_config, call_log) as llm:
+
+            async def one(task: JudgeTask, key: str) -> None:
+                async with gate:
+                    result = await _judge_one(llm, task, settings)
+                if result.scores is not None:
+                    cache.put(key, model, result.scores)
+                results[task.id] = result
+                if progress:
+                    progress(result)
+
+            await asyncio.gather(*(one(t, k) for t, k in todo))
+
+    if todo:
+        asyncio.run(main())
+    return [results[t.id] for t in tasks]

@@ -1,0 +1,48 @@
+"""Traces for the filter and spotcheck tests: the fixture trace and variations that break one rule each."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "trace_example.txt"
+QUESTION = "What do the light-dependent reactions and the Calvin cycle of photosynthesis produce and do?"
+
+
+def good_trace() -> str:
+    return FIXTURE.read_text(encoding="utf-8")
+
+
+def variant(topic: int) -> tuple[str, str]:
+    """A distinct valid (question, trace): the fixture with its wording shifted, so dedup keeps both."""
+    words = ["energy", "sugar", "light", "carbon", "stroma", "membranes", "oxygen", "water"]
+    extra = " ".join(f"{words[(topic + k) % len(words)]}{topic}x{k}" for k in range(40))
+    trace = good_trace().replace(
+        "## Body\n", f"## Body\nNotes {topic}: {extra}. Further detail {topic * 7} follows [2].\n\n"
+    )
+    question = f"Topic {topic}: {' '.join(words[(topic + k) % 8] + str(topic * k) for k in range(6))}?"
+    return question, trace
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def traces_file(path: Path, n_good: int = 6, broken: bool = True) -> Path:
+    rows = []
+    for i in range(n_good):
+        question, trace = variant(i)
+        rows.append({"id": f"g{i}", "question": question, "language": "en", "trace": trace, "status": "done"})
+    if broken:
+        t = good_trace()
+        rows.append(
+            {"id": "cut", "question": QUESTION, "trace": t[: t.index("## Conclusion")], "status": "done"}
+        )
+        rows.append(
+            {"id": "failed", "question": QUESTION, "trace": "", "status": "failed", "error": "timeout"}
+        )
+        rows.append(
+            {"id": "dup", "question": rows[0]["question"], "language": "en", "trace": rows[0]["trace"]}
+        )
+    return write_jsonl(path, rows)
