@@ -1,0 +1,193 @@
+"""`ores spotcheck`: a human looks at a stratified sample of accepted traces; the gate passes or holds.
+
+Verdicts are a `spotcheck` artifact: each session is a run (stage `spotcheck`) whose config is the
+sample (filter run, n, seed), appending one flushed JSONL line per verdict; a later session with
+the same sample resumes (`start_run(resume=True)`), and its Parquet holds every verdict so far.
+Record: `id, human_verdict (accept|reject|skip), note, reviewer, judge_overall, reviewed_at, language, band,
+filtered_run, status`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from oresearch_cli.errors import InputError
+from oresearch_cli.review.gate import Gate, evaluate_gate
+from oresearch_cli.review.sample import band, draw_sample
+from oresearch_cli.review.sheet import export_sheet, import_sheet
+from oresearch_cli.workspace import Run, Workspace, config_hash
+from oresearch_cli.workspace.run import iter_source
+
+STAGE = "spotcheck"
+KIND = "spotcheck"
+GATE_FILE = "gate.json"
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("human_verdict", pa.string()),
+        ("note", pa.string()),
+        ("reviewer", pa.string()),
+        ("judge_overall", pa.float64()),
+        ("reviewed_at", pa.string()),
+        ("language", pa.string()),
+        ("band", pa.string()),
+        ("filtered_run", pa.string()),
+        ("status", pa.string()),
+    ]
+)
+
+
+@dataclass
+class SpotcheckOptions:
+    n: int = 50
+    seed: int = 0
+    max_reject: float = 0.10
+    filtered_run: str | None = None  # default: the latest `filtered` artifact
+    reviewer: str | None = None
+
+
+@dataclass
+class Sample:
+    filtered_run: str
+    n_accepted: int
+    items: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    @property
+    def ids(self) -> list[str]:
+        return [i["id"] for i in self.items]
+
+    @property
+    def config_hash(self) -> str:
+        return config_hash(self.config)
+
+
+def default_reviewer() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "reviewer"
+
+
+def open_sample(ws: Workspace, options: SpotcheckOptions) -> Sample:
+    artifact = (
+        ws.resolve_artifact(options.filtered_run)
+        if options.filtered_run
+        else ws.require_latest("filtered", "filter")
+    )
+    if artifact.kind != "filtered":
+        raise InputError(f"{options.filtered_run}: is a {artifact.kind} artifact; name a filter run")
+    accepted = [r for r in ws.read_artifact(artifact) if r.get("verdict") == "accepted"]
+    if not accepted:
+        raise InputError(
+            f"filter run {artifact.run_id} accepted no traces; nothing to spot-check (see `ores filter --explain ID`)"
+        )
+    items = draw_sample(accepted, options.n, options.seed)
+    for item in items:
+        item["band"] = band(item.get("judge_overall"))
+    config = {"filtered_run": artifact.run_id, "n": options.n, "seed": options.seed}
+    return Sample(artifact.run_id, len(accepted), items, config)
+
+
+def load_verdicts(ws: Workspace, sample: Sample) -> dict[str, dict[str, Any]]:
+    """Every verdict given on this sample so far (the newest per trace), finished sessions or not."""
+    runs = sorted(
+        (r for r in ws.runs(stage=STAGE) if r.config_hash == sample.config_hash), key=lambda r: r.started_at
+    )
+    sources: list[Path] = []
+    for run in runs:
+        if run.status == "done":
+            sources = [a.path for a in ws.artifacts(run_id=run.run_id) if a.path.exists()]
+        else:
+            jsonl = ws.artifacts_dir / STAGE / run.run_id / f"{KIND}.jsonl"
+            if jsonl.exists():
+                sources.append(jsonl)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for source in sources:
+        for record in iter_source(source):
+            verdicts[str(record["id"])] = record
+    return verdicts
+
+
+def gate(ws: Workspace, sample: Sample, max_reject: float) -> Gate:
+    return evaluate_gate(sample.ids, list(load_verdicts(ws, sample).values()), max_reject)
+
+
+class Session:
+    """One review session: a run appending verdicts. Use as a context manager; on leaving it the
+    run is finished (its Parquet then holds every verdict on the sample) and the gate written."""
+
+    def __init__(self, ws: Workspace, sample: Sample, options: SpotcheckOptions) -> None:
+        self.ws = ws
+        self.sample = sample
+        self.options = options
+        self.reviewer = options.reviewer or default_reviewer()
+        self.by_id = {i["id"]: i for i in sample.items}
+        self.run: Run = ws.start_run(STAGE, KIND, sample.config, inputs=[sample.filtered_run], resume=True)
+        self.done = {i for i, status in self.run.prior.items() if status == "done"}
+        self.gate: Gate | None = None
+
+    def record(self, item_id: str, verdict: str, note: str = "", reviewer: str | None = None) -> None:
+        item = self.by_id[item_id]
+        self.run.append(
+            {
+                "id": item_id,
+                "human_verdict": verdict,
+                "note": note,
+                "reviewer": reviewer or self.reviewer,
+                "judge_overall": item.get("judge_overall"),
+                "reviewed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "language": item.get("language"),
+                "band": item.get("band"),
+                "filtered_run": self.sample.filtered_run,
+                "status": "done" if verdict in ("accept", "reject") else "skipped",
+            }
+        )
+        if verdict in ("accept", "reject"):
+            self.done.add(item_id)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt | EOFError):
+            self.run.__exit__(exc_type, exc, tb)
+            return
+        # A quit, Ctrl-C or closed input still keeps every verdict: finish the run.
+        self.run.finish(SCHEMA)
+        self.gate = gate(self.ws, self.sample, self.options.max_reject)
+        (self.run.dir / GATE_FILE).write_text(json.dumps(self.gate.to_dict(), indent=2), encoding="utf-8")
+
+
+def import_verdicts(ws: Workspace, sample: Sample, path: Path, options: SpotcheckOptions) -> tuple[int, Gate]:
+    verdicts = import_sheet(path, sample.ids)  # read and check it all before writing anything
+    with Session(ws, sample, options) as session:
+        for v in verdicts:
+            session.record(v["id"], v["human_verdict"], v["note"], v["reviewer"] or None)
+    assert session.gate is not None
+    return len(verdicts), session.gate
+
+
+def export_verdict_sheet(ws: Workspace, sample: Sample, path: Path) -> str:
+    title = f"ores spotcheck: filter run {sample.filtered_run}, {len(sample.items)} traces"
+    return export_sheet(path, sample.items, load_verdicts(ws, sample), title)
+
+
+def latest_gate(ws: Workspace) -> dict[str, Any] | None:
+    """The gate written by the newest finished spotcheck session, if any."""
+    for run in ws.runs(stage=STAGE):
+        path = ws.artifacts_dir / STAGE / run.run_id / GATE_FILE
+        if run.status == "done" and path.exists():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["run_id"] = run.run_id
+            data["filtered_run"] = run.config.get("filtered_run")
+            return data
+    return None
