@@ -1,0 +1,1 @@
+"""Writing datasets out of the workspace (Hugging Face compatible Parquet with a dataset card)."""

@@ -1,0 +1,204 @@
+"""The accepted set as a Hugging Face compatible Parquet dataset with a dataset card.
+
+    OUT/README.md                               card: YAML header (configs, languages), counts,
+                                                filters, models, spot-check gate
+    OUT/data/train-00000-of-00001.parquet       id, question, language, trace, report, judge_*
+
+`datasets.load_dataset("parquet", data_files="OUT/data/*.parquet")` and `load_dataset("OUT")` read
+it. Accepted = the filter's accepted traces minus those a human rejected in a spot check. A batch
+the spot-check gate holds is refused unless `ignore_gate`. The rows also become the workspace's
+`accepted` artifact, so `ores ws export accepted -o FILE` works too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from oresearch_cli.errors import WorkspaceError
+from oresearch_cli.workspace import Workspace
+from oresearch_cli.workspace.run import iter_source
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("language", pa.string()),
+        ("trace", pa.string()),
+        ("report", pa.string()),
+        ("judge_overall", pa.float64()),
+        ("judge_scores", pa.string()),
+        ("source_run", pa.string()),
+        ("status", pa.string()),
+    ]
+)
+DATA_FILE = "data/train-00000-of-00001.parquet"
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    rows: int
+    filtered_run: str
+    human_rejected: int
+    gate: dict[str, Any] | None
+
+
+def _spotcheck_of(ws: Workspace, filtered_run: str) -> tuple[set[str], dict[str, Any] | None]:
+    """Ids humans rejected in spot checks of `filtered_run`, and the newest gate on it."""
+    rejected: set[str] = set()
+    gate = None
+    for run in sorted(ws.runs(stage="spotcheck"), key=lambda r: r.started_at):
+        if run.config.get("filtered_run") != filtered_run or run.status != "done":
+            continue
+        for artifact in ws.artifacts(run_id=run.run_id):
+            for record in iter_source(artifact.path):
+                if record.get("human_verdict") == "reject":
+                    rejected.add(str(record["id"]))
+                else:
+                    rejected.discard(str(record["id"]))
+        path = ws.artifacts_dir / "spotcheck" / run.run_id / "gate.json"
+        if path.exists():
+            gate = {**json.loads(path.read_text(encoding="utf-8")), "run_id": run.run_id}
+    return rejected, gate
+
+
+def export_accepted(
+    ws_path: str | Path, out_dir: Path, filtered_run: str | None = None, ignore_gate: bool = False
+) -> ExportResult:
+    ws = Workspace.open(ws_path, create=False)
+    artifact = ws.resolve_artifact(filtered_run) if filtered_run else ws.require_latest("filtered", "filter")
+    rejected, gate = _spotcheck_of(ws, artifact.run_id)
+    if gate and gate.get("status") == "held" and not ignore_gate:
+        rate = gate.get("reject_rate")
+        raise WorkspaceError(
+            f"filter run {artifact.run_id} is held by the spot-check gate (reject rate {rate:.0%}); "
+            "tighten the filter and rerun it, or pass --ignore-gate"
+        )
+    rows = ws.read_artifact(artifact)
+    accepted = [r for r in rows if r.get("verdict") == "accepted" and str(r["id"]) not in rejected]
+    records = [
+        {
+            "id": str(r["id"]),
+            "question": r.get("question"),
+            "language": r.get("language"),
+            "trace": r.get("trace"),
+            "report": r.get("report"),
+            "judge_overall": r.get("judge_overall"),
+            "judge_scores": r.get("judge_scores"),
+            "source_run": artifact.run_id,
+            "status": "done",
+        }
+        for r in accepted
+    ]
+    out_dir = Path(out_dir)
+    (out_dir / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(records, schema=SCHEMA), out_dir / DATA_FILE)
+    filter_run = ws.get_run(artifact.run_id)
+    (out_dir / "README.md").write_text(
+        dataset_card(rows, records, filter_run.config, gate, len(rejected & {str(r["id"]) for r in rows})),
+        encoding="utf-8",
+    )
+    run = ws.start_run(
+        "export", "accepted", {"filtered_run": artifact.run_id, "out": str(out_dir)}, [artifact.run_id]
+    )
+    with run:
+        for record in records:
+            run.append(record)
+        run.finish(SCHEMA)
+    return ExportResult(out_dir, len(records), artifact.run_id, len(rejected), gate)
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K")):
+        if n < limit:
+            return name
+    return "100K<n<1M"
+
+
+def dataset_card(
+    filtered: list[dict[str, Any]],
+    records: list[dict[str, Any]],
+    filter_config: dict[str, Any],
+    gate: dict[str, Any] | None,
+    human_rejected: int,
+) -> str:
+    languages = Counter(str(r.get("language") or "und") for r in records)
+    reasons: Counter[str] = Counter()
+    for r in filtered:
+        if r.get("verdict") == "rejected":
+            reasons.update(json.loads(r.get("reasons") or "[]"))
+    cfg = filter_config.get("filter", {})
+    judge_model = filter_config.get("judge_model")
+    lang_yaml = "\n".join(f"- {lang}" for lang in sorted(languages) if lang != "und") or "- en"
+    header = (
+        "---\n"
+        f"language:\n{lang_yaml}\n"
+        "task_categories:\n- text-generation\n"
+        f"size_categories:\n- {_size_category(len(records))}\n"
+        "tags:\n- deep-research\n- agent-traces\n- o-researcher\n"
+        "configs:\n- config_name: default\n  data_files:\n  - split: train\n"
+        f"    path: {DATA_FILE}\n"
+        "---\n"
+    )
+    settings = {k: v for k, v in cfg.items() if k not in ("leak_markers", "judge", "rules")}
+    disabled = [k for k, v in (cfg.get("rules") or {}).items() if not v]
+    gate_line = (
+        f"{gate['status']} (reject rate {gate.get('reject_rate')}, max {gate.get('max_reject')}, "
+        f"{gate.get('reviewed')}/{gate.get('sample')} reviewed)"
+        if gate
+        else "no spot check was run"
+    )
+    top = "\n".join(f"| {code} | {n} |" for code, n in reasons.most_common(15)) or "| (none) | 0 |"
+    lines = [
+        header,
+        "# O-Researcher style deep-research traces (ores)",
+        "",
+        "Synthesized multi-agent research traces in the O-Researcher tag format, filtered by `ores filter` "
+        "(hard rules, near-duplicate removal, LLM judge) and spot-checked by a person (`ores spotcheck`).",
+        "",
+        "## Counts",
+        "",
+        "| | traces |",
+        "|---|---|",
+        f"| candidates | {len(filtered)} |",
+        f"| accepted by the filter | {sum(r.get('verdict') == 'accepted' for r in filtered)} |",
+        f"| rejected by a human in the spot check | {human_rejected} |",
+        f"| in this dataset | {len(records)} |",
+        "",
+        "Languages: " + ", ".join(f"{lang} {n}" for lang, n in languages.most_common()),
+        "",
+        "## Filters",
+        "",
+        f"Rule settings: `{json.dumps(settings, sort_keys=True)}`"
+        + (f"; rules off: {', '.join(disabled)}" if disabled else ""),
+        "",
+        f"Judge: {judge_model or 'not run'}"
+        + (f", thresholds `{json.dumps(cfg.get('judge', {}), sort_keys=True)}`" if judge_model else ""),
+        "",
+        f"Spot-check gate: {gate_line}",
+        "",
+        "Top rejection reasons:",
+        "",
+        "| reason | traces |",
+        "|---|---|",
+        top,
+        "",
+        "## Models used",
+        "",
+        f"- judge: {judge_model or 'none'}",
+        f"- traces: from `{filtered[0].get('source_run') if filtered else ''}`",
+        "",
+        "## Fields",
+        "",
+        "`id`, `question`, `language`, `trace` (the full tagged trace), `report` (its final report), "
+        "`judge_overall` (0-10), `judge_scores` (JSON: criterion -> score, reason), `source_run`.",
+        "",
+    ]
+    return "\n".join(lines)
