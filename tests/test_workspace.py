@@ -275,3 +275,28 @@ def test_duckdb_cli_users_can_read_views_from_the_workspace_dir(tmp_path: Path) 
         con.close()
     finally:
         os.chdir(cwd)
+
+
+def test_a_run_with_a_call_log_resolves_and_resumes_from_its_own_kind(tmp_path: Path) -> None:
+    """synth and a judged filter register an `llm_calls` artifact after their output: naming the run
+    must still give its output, and a rerun must resume from it, not from the call log."""
+    from oresearch_cli.llm import CallLog, CallRecord, register_call_log
+
+    ws = Workspace.open(tmp_path / "ws")
+    with ws.start_run("synth", "traces", {"n": 1}, resume=True) as run:
+        run.append({"id": "s1", "status": "done"})
+        with CallLog(run.dir / "llm_calls.jsonl", run.run_id) as log:
+            log.append(
+                CallRecord(
+                    call_id="c1", run_id=run.run_id, trace_id="s1", role="worker", model="m",
+                    base_url="http://127.0.0.1:8000/v1", prompt_tokens=10, completion_tokens=2,
+                    latency_s=0.1, cost_usd=0.0, attempts=1, status="ok", error=None,
+                    started_at="2026-01-01T00:00:00+00:00",
+                )
+            )  # fmt: skip
+        run.finish()
+    assert register_call_log(ws, run.run_id, run.dir / "llm_calls.jsonl") is not None
+    assert {a.kind for a in ws.artifacts(run_id=run.run_id)} == {"traces", "llm_calls"}
+    assert ws.resolve_artifact(run.run_id).kind == "traces"
+    with ws.start_run("synth", "traces", {"n": 1}, resume=True) as again:
+        assert again.is_done("s1")

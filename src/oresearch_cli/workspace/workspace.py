@@ -124,7 +124,8 @@ class Workspace:
         sources: list[Path] = []
         for run in runs:
             if run.status == "done":
-                artifacts = self.artifacts(run_id=run.run_id)
+                # Only the stage's own kind: a run may also register others (synth's `llm_calls`).
+                artifacts = self.artifacts(run_id=run.run_id, kind=run.kind)
                 sources = [a.path for a in artifacts if a.path.exists()]
             else:
                 jsonl = self.artifacts_dir / stage / run.run_id / f"{run.kind}.jsonl"
@@ -228,7 +229,9 @@ class Workspace:
             raise WorkspaceError(
                 f"{self.root}: no artifact kind or run {kind_or_run!r}; kinds here: {', '.join(kinds) or 'none'}"
             ) from None
-        artifacts = self.artifacts(run_id=run.run_id)
+        # The run's own output, not its newest artifact: synth and a judged filter also register
+        # an `llm_calls` log after it (name that one by kind: `ores ws export llm_calls`).
+        artifacts = self.artifacts(run_id=run.run_id, kind=run.kind) or self.artifacts(run_id=run.run_id)
         if not artifacts:
             raise WorkspaceError(f"run {run.run_id} has no finished artifact (status {run.effective_status})")
         return artifacts[0]
