@@ -139,6 +139,9 @@ def test_plan_transformers_serves_under_the_directory_name(tmp_path):
     line = plan.shell_command()
     assert line.startswith(f"cd {ckpt.parent} && ") and "serve my-ckpt --device cpu" in line
     assert build_transformers_command("x", ServeOptions(), device="cuda")[3:5] == ["--device", "cuda"]
+    assert "--continuous-batching" in plan.argv
+    off = build_transformers_command("x", ServeOptions(continuous_batching=False))
+    assert "--no-continuous-batching" in off and "--continuous-batching" not in off
 
 
 def test_plan_transformers_custom_name_goes_through_a_symlink(tmp_path):

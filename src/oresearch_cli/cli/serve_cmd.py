@@ -54,6 +54,13 @@ def serve(
         str | None,
         typer.Option("--dtype", help="Weights dtype (float32, bfloat16, ...). Default: the checkpoint's."),
     ] = None,
+    continuous_batching: Annotated[
+        bool,
+        typer.Option(
+            "--continuous-batching/--no-continuous-batching",
+            help="transformers: batch concurrent requests (parallel subtasks run ~3x faster on CPU).",
+        ),
+    ] = True,
     ready_timeout: Annotated[
         float,
         typer.Option("--ready-timeout", min=1, help="Seconds to wait for the server to answer /health."),
@@ -107,6 +114,7 @@ def serve(
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             dtype=dtype,
+            continuous_batching=continuous_batching,
             ready_timeout=ready_timeout,
             dry_run=dry_run,
             ws=ws,
@@ -149,6 +157,7 @@ def _serve_model(
     tensor_parallel_size: int | None,
     gpu_memory_utilization: float | None,
     dtype: str | None,
+    continuous_batching: bool,
     ready_timeout: float,
     dry_run: bool,
     ws: Path,
@@ -181,6 +190,7 @@ def _serve_model(
         tensor_parallel_size=tensor_parallel_size,
         gpu_memory_utilization=gpu_memory_utilization,
         dtype=dtype,
+        continuous_batching=continuous_batching,
     )
     plan = plan_serve(checkpoint, chosen, options)
     env_lines = format_env_lines(serve_command_env(plan))

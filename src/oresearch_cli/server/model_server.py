@@ -62,6 +62,10 @@ class ServeOptions:
     gpu_memory_utilization: float | None = None
     # both: a torch dtype name ("float32", "bfloat16") or None for the checkpoint's own
     dtype: str | None = None
+    # transformers only: batch concurrent requests (paged attention). Parallel subtasks send several
+    # calls at once; one at a time, 8 concurrent calls of SmolLM2 on 2 CPU cores ran at 8 tok/s in
+    # all, batched at 26 tok/s.
+    continuous_batching: bool = True
     # passed through verbatim after the built arguments
     extra_args: tuple[str, ...] = ()
 
@@ -232,6 +236,7 @@ def build_transformers_command(model_ref: str, options: ServeOptions, *, device:
     argv += ["--host", options.host, "--port", str(options.port)]
     if options.dtype is not None:
         argv += ["--dtype", options.dtype]
+    argv.append("--continuous-batching" if options.continuous_batching else "--no-continuous-batching")
     return argv + list(options.extra_args)
 
 
