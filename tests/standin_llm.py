@@ -11,7 +11,9 @@ queue filled by `push`, else from `script(request)` if given, else an echo of th
 message. It counts calls in flight (`max_in_flight`) and stops by itself after `lifetime` seconds.
 
 `python tests/standin_llm.py --latency 0.05` runs one in its own process (the benchmark uses
-that, so the server does not share a core and the GIL with the client it measures).
+that, so the server does not share a core and the GIL with the client it measures); with
+`--script synth_support:Teacher --script-kwargs '{"latency": 0.2}'` it answers from that script
+(a module on this folder's path, called with the keyword arguments).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import importlib
 import json
 import math
 import subprocess
@@ -299,10 +302,19 @@ class StandinLLM:
 
 
 @contextlib.contextmanager
-def standin_process(latency: float = 0.05, lifetime: float = 300.0) -> Iterator[str]:
-    """A stand-in with a fixed latency in a child process; yields its base URL, stops it on exit."""
+def standin_process(
+    latency: float = 0.05,
+    lifetime: float = 300.0,
+    script: str | None = None,
+    script_kwargs: dict[str, Any] | None = None,
+) -> Iterator[str]:
+    """A stand-in with a fixed latency in a child process; yields its base URL, stops it on exit.
+    `script` ("module:factory") answers instead, built as `factory(**script_kwargs)` in the child."""
+    command = [sys.executable, __file__, "--latency", str(latency), "--lifetime", str(lifetime)]
+    if script:
+        command += ["--script", script, "--script-kwargs", json.dumps(script_kwargs or {})]
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--latency", str(latency), "--lifetime", str(lifetime)],
+        command,
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
         text=True,
@@ -326,8 +338,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--lifetime", type=float, default=300.0)
+    parser.add_argument("--script", help="module:factory whose result answers (e.g. synth_support:Teacher)")
+    parser.add_argument("--script-kwargs", default="{}", help="JSON keyword arguments of the factory")
     args = parser.parse_args()
-    with StandinLLM(latency=args.latency, lifetime=args.lifetime, record=False) as srv:
+    script = None
+    if args.script:
+        module, _, name = args.script.partition(":")
+        script = getattr(importlib.import_module(module), name)(**json.loads(args.script_kwargs))
+    with StandinLLM(script, latency=args.latency, lifetime=args.lifetime, record=False) as srv:
         print(srv.url, flush=True)
         watcher = threading.Thread(target=lambda: (sys.stdin.read(), srv.stop()), daemon=True)
         watcher.start()

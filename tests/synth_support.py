@@ -155,3 +155,56 @@ class Teacher:
 def _find(pattern: str, text: str) -> str:
     m = re.search(pattern, text)
     return m.group(1).strip() if m else ""
+
+
+# -- synth stage helpers -----------------------------------------------------------------------------
+
+# Distinct enough that `ores seed` keeps them all (no near-duplicates) and that the Teacher's
+# subtasks, which quote a question's first 30 characters, tell the questions apart.
+_SUBJECTS = ["photosynthesis", "the Calvin cycle", "thylakoid membranes", "chlorophyll pigments",
+             "the enzyme RuBisCO", "the Amazon River", "the Nile delta", "volcanic eruptions"]  # fmt: skip
+_ANGLES = ["change over the decades", "compare across climates", "matter for farming", "get measured in labs",
+           "shape local economies", "appear in school curricula", "respond to drought years"]  # fmt: skip
+
+
+def seed_questions(n: int) -> list[dict[str, str]]:
+    """`n` seed records (id, question, language): the language is given so no run loads langid."""
+    seeds = []
+    for i in range(n):
+        subject = _SUBJECTS[i % len(_SUBJECTS)]
+        angle = _ANGLES[(i // len(_SUBJECTS) + i) % len(_ANGLES)]
+        seeds.append(
+            {"id": f"q{i:02d}", "question": f"Q{i:02d}: how do {subject} {angle}?", "language": "en"}
+        )
+    return seeds
+
+
+def write_seeds(path: Path, n: int) -> list[dict[str, str]]:
+    seeds = seed_questions(n)
+    path.write_text("".join(json.dumps(s) + "\n" for s in seeds), encoding="utf-8")
+    return seeds
+
+
+def synth_cli_args(url: str, *extra: str, corpus: str = "mini") -> list[str]:
+    """The `ores synth` flags that point every role at the stand-in's Teacher and the test corpus."""
+    return [
+        "--search", f"local:{corpus}", "--crawl", "local",
+        "--planner-model", MODELS["planner"], "--worker-model", MODELS["worker"],
+        "--summarizer-model", MODELS["summarizer"], "--base-url", url, *extra,
+    ]  # fmt: skip
+
+
+def write_priced_config(path: Path, input_usd: float = 1.0, output_usd: float = 2.0, **llm: Any) -> Path:
+    """A `--config` YAML pricing the Teacher's models (USD per 1M tokens), plus `llm` settings."""
+    import yaml
+
+    prices = {model: {"input": input_usd, "output": output_usd} for model in MODELS.values()}
+    path.write_text(yaml.safe_dump({"llm": {"prices": prices, **llm}}), encoding="utf-8")
+    return path
+
+
+def planner_question(request: Received) -> str | None:
+    """The research question of a planner request, else None."""
+    if piece_of(request) != "planner":
+        return None
+    return _find(r"(?:Research question|研究问题)[:：]\s*(.+)", request.last_user_text())

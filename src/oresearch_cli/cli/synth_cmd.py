@@ -29,9 +29,11 @@ class _Bar:
             transient=False,
         )
         self.task: Any = None
+        self.summary: Any = None  # the run's live summary, for the Ctrl-C message
         self.started = time.perf_counter()
 
     def start(self, summary: Any) -> None:
+        self.summary = summary
         self.started = time.perf_counter()
         self.progress.start()
         self.task = self.progress.add_task("synth", total=summary.n_todo, stats=self._stats(summary))
@@ -50,7 +52,11 @@ class _Bar:
         self.progress.update(self.task, advance=1, stats=self._stats(summary))
 
     def stop(self) -> None:
-        self.progress.stop()
+        # A bar never started (the run failed its checks) would print a stray blank line before
+        # the one-line error.
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
 
 
 @app.command()
@@ -61,33 +67,47 @@ def synth(
             help="Seed questions: a JSONL/CSV/Parquet file, '-' for JSONL on stdin; default: latest `seeds`."
         ),
     ] = None,
+    # Research settings default to None: unset flags take the --config `synth:` section, then the
+    # built-in defaults (stages.synth.SYNTH_DEFAULTS), so a recipe can set them and a flag still wins.
     search: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--search", help="Search backend: local[:NAME], serper, tavily, searxng[:URL], retriever[:URL]."
+            "--search",
+            help="Search backend: local[:NAME], serper, tavily, searxng[:URL], retriever[:URL]. [default: local]",
         ),
-    ] = "local",
-    crawl: Annotated[str, typer.Option("--crawl", help="Crawl backend: auto, direct, jina, local.")] = "auto",
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Seeds researched at once.")] = 8,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Think->tool steps per subtask.")] = 10,
+    ] = None,
+    crawl: Annotated[
+        str | None, typer.Option("--crawl", help="Crawl backend: auto, direct, jina, local. [default: auto]")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Seeds researched at once. [default: 8]")
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", min=1, help="Think->tool steps per subtask. [default: 10]")
+    ] = None,
     min_tool_calls: Annotated[
-        int, typer.Option("--min-tool-calls", min=0, help="Tool calls per subtask, at least.")
-    ] = 2,
+        int | None,
+        typer.Option("--min-tool-calls", min=0, help="Tool calls per subtask, at least. [default: 2]"),
+    ] = None,
     max_tool_calls: Annotated[
-        int, typer.Option("--max-tool-calls", min=1, help="Tool calls per subtask, at most.")
-    ] = 8,
+        int | None,
+        typer.Option("--max-tool-calls", min=1, help="Tool calls per subtask, at most. [default: 8]"),
+    ] = None,
     max_subtasks: Annotated[
-        int, typer.Option("--max-subtasks", min=1, max=12, help="Subtasks per question, at most.")
-    ] = 6,
+        int | None,
+        typer.Option("--max-subtasks", min=1, max=12, help="Subtasks per question, at most. [default: 6]"),
+    ] = None,
     serp_num: Annotated[
-        int, typer.Option("--serp-num", min=1, max=20, help="Search results per search call.")
-    ] = 10,
+        int | None,
+        typer.Option("--serp-num", min=1, max=20, help="Search results per search call. [default: 10]"),
+    ] = None,
     sequential: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--sequential", help="Run a question's subtasks one after another (the paper's ablation)."
+            "--sequential/--parallel",
+            help="Run a question's subtasks one after another (the paper's ablation). [default: parallel]",
         ),
-    ] = False,
+    ] = None,
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Redo seeds that failed in earlier runs.")
     ] = False,
@@ -99,7 +119,10 @@ def synth(
         int | None, typer.Option("--limit", min=1, help="Research at most N seeds this run.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="YAML with an `llm:` section (roles, endpoints, prices).")
+        Path | None,
+        typer.Option(
+            "--config", help="YAML recipe: `llm:` (roles, endpoints, prices) and `synth:` (these settings)."
+        ),
     ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model for every role.")] = None,
     planner_model: Annotated[
@@ -125,10 +148,9 @@ def synth(
     ws: WsOption = default_ws(),
 ) -> None:
     """Synthesize one research trace per seed: planner -> parallel workers -> summarizer, into `traces`."""
-    from oresearch_cli.agent import ResearchOptions
     from oresearch_cli.llm import load_config
-    from oresearch_cli.records import write_jsonl, write_records
-    from oresearch_cli.stages.synth import SynthOptions, parse_shard, run_synth
+    from oresearch_cli.records import write_jsonl
+    from oresearch_cli.stages.synth import parse_shard, run_synth, synth_options
     from oresearch_cli.workspace import Workspace
 
     overrides = {
@@ -140,25 +162,26 @@ def synth(
         "json_mode": json_mode,
     }
     llm_config = load_config(config, overrides, require=["planner", "worker", "summarizer"])
-    options = SynthOptions(
-        search=search,
-        crawl=crawl,
+    flags = {
+        "search": search,
+        "crawl": crawl,
+        "concurrency": concurrency,
+        "max_steps": max_steps,
+        "min_tool_calls": min_tool_calls,
+        "max_tool_calls": max_tool_calls,
+        "max_subtasks": max_subtasks,
+        "serp_num": serp_num,
+        "sequential": sequential,
+    }
+    options = synth_options(
+        flags,
+        config,
         cache=not no_cache,
-        concurrency=concurrency,
         shard=parse_shard(shard),
         retry_failed=retry_failed,
         limit=limit,
         question_field=field,
         fmt=fmt,
-        research=ResearchOptions(
-            max_steps=max_steps,
-            min_tool_calls=min_tool_calls,
-            max_tool_calls=max_tool_calls,
-            max_subtasks=max_subtasks,
-            min_subtasks=min(2, max_subtasks),
-            sequential=sequential,
-            serp_num=serp_num,
-        ),
     )
     written: list[dict[str, Any]] = []
 
@@ -171,15 +194,31 @@ def synth(
     bar = _Bar()
     try:
         summary = run_synth(Workspace.open(ws), seeds, options, llm_config, progress=bar, on_record=on_record)
-    finally:
+    except KeyboardInterrupt:
+        # run_synth has marked the run interrupted and kept the finished traces; say so in one line
+        # instead of typer's silent exit, and exit 130 as shells expect after Ctrl-C.
         bar.stop()
-    if output and output != "-":
-        write_records(written, Path(output))
+        _write_output(output, written)
+        kept = bar.summary.n_done + bar.summary.n_failed if bar.summary is not None else 0
+        run = f" (run {bar.summary.run_id})" if bar.summary is not None else ""
+        err.print(
+            f"[bold yellow]interrupted:[/] {kept} traces finished this run are kept{run}; "
+            "rerun the same command to do the rest",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    except BaseException:
+        bar.stop()
+        _write_output(output, written)  # what finished before a failure still reaches -o FILE
+        raise
+    bar.stop()
+    _write_output(output, written, partial=False)
     cost = f"{summary.cost_usd:.4f}" if summary.cost_usd is not None else "unknown"
     rows = [
         ["seeds in input", summary.n_input],
         *([["in this shard", summary.n_in_shard]] if options.shard else []),
-        ["skipped (done earlier)", summary.n_skipped],
+        ["skipped (done earlier)", summary.n_skipped - summary.n_skipped_failed],
+        *([["skipped (failed earlier)", summary.n_skipped_failed]] if summary.n_skipped_failed else []),
         ["researched", summary.n_todo],
         ["done", summary.n_done],
         ["  of which invalid", summary.n_invalid],
@@ -189,3 +228,19 @@ def synth(
         ["seconds", f"{summary.seconds:.1f}"],
     ]
     err.print(table(f"synth {summary.run_id}", ["", "traces"], rows))
+    if summary.n_failed or summary.n_skipped_failed:
+        err.print(
+            f"{summary.n_failed + summary.n_skipped_failed} seeds failed (see the `error` column of "
+            "`ores ws sql \"select id, error from traces where status = 'failed'\"`); "
+            "rerun with --retry-failed to redo them",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _write_output(output: str | None, written: list[dict[str, Any]], partial: bool = True) -> None:
+    """Write `-o FILE` (stdout was written as records came); after a failure only if any finished."""
+    from oresearch_cli.records import write_records
+
+    if output and output != "-" and (written or not partial):
+        write_records(written, Path(output))

@@ -32,6 +32,8 @@ ROLES: tuple[str, ...] = ("planner", "worker", "summarizer", "judge")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # `ores serve`
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 JSON_MODES = ("none", "json_object", "json_schema")
+# Top-level sections of a recipe that belong to a stage, not to the models.
+STAGE_SECTIONS = ("synth", "filter", "spotcheck", "sft", "rl", "eval")
 _HOSTED_APIS = ("api.openai.com",)
 
 
@@ -215,6 +217,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         if not isinstance(section, Mapping):
             raise LLMConfigError(f"{path}: `llm:` must be a mapping of settings")
         return dict(section)
+    if any(key in data for key in STAGE_SECTIONS):
+        return {}  # a recipe with stage settings only: nothing here for the models
     return dict(data)
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
 from oresearch_cli.errors import InputError, OresError
-from oresearch_cli.llm import CallLog, LLMClient, LLMConfig, register_call_log
+from oresearch_cli.llm import CallLog, LLMClient, LLMConfig, LLMError, register_call_log
 from oresearch_cli.records import pick_field, read_records, source_name
 from oresearch_cli.stages.seed import ID_FIELDS, LANGUAGE_FIELDS, QUESTION_FIELDS, content_id
 from oresearch_cli.textutil import detect_language
@@ -92,6 +92,7 @@ class SynthSummary:
     n_in_shard: int
     n_skipped: int
     n_todo: int
+    n_skipped_failed: int = 0  # of n_skipped: failed earlier; `retry_failed` redoes them
     n_done: int = 0
     n_failed: int = 0
     n_invalid: int = 0
@@ -173,6 +174,68 @@ def load_seeds(ws: Workspace, source: str | None, options: SynthOptions) -> tupl
 
 # -- configuration ---------------------------------------------------------------------------------
 
+# What a recipe's `synth:` section may set, with the built-in defaults (an unset flag takes the
+# recipe's value, then this one). The research bounds are `ResearchOptions` fields.
+SYNTH_DEFAULTS: dict[str, Any] = {
+    "search": "local",
+    "crawl": "auto",
+    "concurrency": 8,
+    **ResearchOptions().to_dict(),
+}
+
+
+def read_synth_recipe(path: Path | None) -> dict[str, Any]:
+    """The `synth:` section of a --config YAML ({} when there is none), each key checked."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise InputError(
+            f"{path}: cannot read the config ({exc.strerror}); check the --config path"
+        ) from None
+    except yaml.YAMLError:
+        raise InputError(f"{path}: invalid YAML; fix the file") from None
+    section = data.get("synth") if isinstance(data, dict) else None
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise InputError(f"{path}: `synth:` must be a mapping of settings such as `max_steps: 10`")
+    recipe: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in SYNTH_DEFAULTS:
+            raise InputError(
+                f"{path}: synth.{key} is not a synth setting; use one of {', '.join(SYNTH_DEFAULTS)}"
+            )
+        want = type(SYNTH_DEFAULTS[key])
+        # bool is an int in Python: `max_steps: true` must not pass as 1.
+        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+            raise InputError(f"{path}: synth.{key} must be {want.__name__}, got {value!r}; fix the value")
+        recipe[key] = value
+    return recipe
+
+
+def synth_options(flags: dict[str, Any], config: Path | None = None, **rest: Any) -> SynthOptions:
+    """SynthOptions from flags (None: unset) over the recipe's `synth:` section over the defaults;
+    `rest` are SynthOptions fields no recipe sets (cache, shard, retry_failed, limit, ...)."""
+    recipe = read_synth_recipe(config)
+    values = {
+        k: flags[k] if flags.get(k) is not None else recipe.get(k, d) for k, d in SYNTH_DEFAULTS.items()
+    }
+    research_fields = ResearchOptions().to_dict()
+    research = {k: values[k] for k in research_fields}
+    if "min_subtasks" not in recipe:
+        research["min_subtasks"] = min(2, research["max_subtasks"])
+    return SynthOptions(
+        search=values["search"],
+        crawl=values["crawl"],
+        concurrency=values["concurrency"],
+        research=ResearchOptions(**research),
+        **rest,
+    )
+
 
 def models_of(llm_config: LLMConfig) -> dict[str, str]:
     return {role: llm_config.role(role).model for role in ROLES}
@@ -219,6 +282,25 @@ def check_endpoints(llm_config: LLMConfig, timeout: float = 5.0) -> None:
 
 # -- one seed --------------------------------------------------------------------------------------
 
+# HTTP statuses that say the configuration is wrong (key, permissions, model name, base URL), not
+# this seed: every other seed would fail the same way, and recording them all as failed would make
+# a plain rerun after the fix skip them. So they stop the run instead (see `_Fatal`).
+_FATAL_STATUSES = (401, 403, 404)
+
+
+def is_fatal(exc: LLMError) -> bool:
+    """Whether an endpoint error is the user's setup (stop the run) rather than this seed's."""
+    quota = exc.status == 429 and not exc.retryable  # insufficient_quota: no retry will help
+    return exc.status in _FATAL_STATUSES or quota
+
+
+class _Fatal(Exception):
+    """Carries a fatal `LLMError` out of the seed loop without recording the seed as failed."""
+
+    def __init__(self, error: LLMError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
 
 def _record(seed: SeedItem, config_hash: str, models: dict[str, str]) -> dict[str, Any]:
     return {
@@ -261,6 +343,10 @@ async def synth_one(
         result = await research(
             seed.question, seed.language, llm, toolbox, options, trace_id=seed.id, meter=meter
         )
+    except LLMError as exc:
+        if is_fatal(exc):
+            raise _Fatal(exc) from None
+        record["error"] = str(exc)
     except OresError as exc:
         record["error"] = str(exc)
     except Exception as exc:  # noqa: BLE001 - one seed's bug must not end the run; it is recorded
@@ -315,8 +401,10 @@ def run_synth(
     """Synthesize a trace per seed not yet done; returns the summary with the `traces` artifact.
 
     Everything a user can get wrong (no seeds, unknown corpus or backend, no model, unreachable
-    endpoint) raises `OresError` before the run is registered. Ctrl-C abandons the traces in
-    flight; finished ones are kept and the run is marked interrupted."""
+    endpoint) raises `OresError` before the run is registered. An endpoint that rejects the key or
+    does not know the model (`is_fatal`) stops the run with an `OresError`, the run marked failed.
+    Ctrl-C abandons the traces in flight. Either way, finished traces are kept for the rerun and
+    the run is marked interrupted or failed."""
     options.research.check()
     for role in ROLES:
         llm_config.role(role)
@@ -335,13 +423,17 @@ def run_synth(
         progress = progress or Progress()
         with ws.start_run(STAGE, KIND, config, inputs=[input_name], resume=True) as run:
             todo = [s for s in seeds if not run.is_done(s.id, options.retry_failed)]
+            n_skipped = len(seeds) - len(todo)
             if options.limit is not None:
                 todo = todo[: options.limit]
             summary = SynthSummary(
                 run_id=run.run_id,
                 n_input=n_input,
                 n_in_shard=len(seeds),
-                n_skipped=len(seeds) - len([s for s in seeds if not run.is_done(s.id, options.retry_failed)]),
+                n_skipped=n_skipped,
+                n_skipped_failed=sum(
+                    1 for s in seeds if run.is_done(s.id, options.retry_failed) and run.prior[s.id] != "done"
+                ),
                 n_todo=len(todo),
             )
             progress.start(summary)
@@ -363,6 +455,12 @@ def run_synth(
                             todo, llm_config, calls, toolbox, options, run.config_hash, models, finished
                         )
                     )
+            except _Fatal as fatal:
+                # One line for the CLI; `start_run` marks the run failed, the JSONL stays for the rerun.
+                raise OresError(
+                    f"{fatal.error} (synth stopped: {summary.n_done + summary.n_failed} traces of this "
+                    "run are kept; fix it and rerun the same command to do the rest)"
+                ) from None
             finally:
                 summary.seconds = time.perf_counter() - started
                 _register_calls(ws, run.run_id, calls_path)
@@ -411,3 +509,6 @@ async def _synth_all(
         finally:
             for task in tasks:
                 task.cancel()
+            # Let the cancelled seeds unwind before the HTTP clients and the toolbox close under them
+            # (a fatal error or Ctrl-C ends the run with calls still in flight).
+            await asyncio.gather(*tasks, return_exceptions=True)
