@@ -200,3 +200,21 @@ def test_prompts_exist_for_each_language() -> None:
             assert prompt(piece, lang).user
         assert set(phrases("en")) == set(phrases(lang))
     assert Path(__file__).exists()
+
+
+def test_an_answer_cut_off_at_max_tokens_keeps_its_complete_sentences() -> None:
+    from oresearch_cli.agent.pieces import parse_answer
+
+    cut = "Light reactions make ATP in the thylakoids [1]. The Calvin cycle then fixes CO2 [2]. It us"
+    assert parse_answer(cut, 2, truncated=True) == (
+        "Light reactions make ATP in the thylakoids [1]. The Calvin cycle then fixes CO2 [2]."
+    )
+    zh = "光反应在叶绿体的类囊体膜上进行，产生三磷酸腺苷和还原型辅酶。[1]卡尔文循环在基质"
+    assert (
+        parse_answer(zh, 1, truncated=True)
+        == "光反应在叶绿体的类囊体膜上进行，产生三磷酸腺苷和还原型辅酶。[1]"
+    )
+    with pytest.raises(PieceError, match="cut off at max_tokens"):
+        parse_answer("The light reactions make ATP and NADPH in the thyla", 2, truncated=True)
+    with pytest.raises(PieceError, match="cites none"):  # what is kept must still cite a source
+        parse_answer("Light reactions make ATP in the thylakoids. The Calvin cy", 2, truncated=True)

@@ -290,11 +290,26 @@ def rewrite_citations(text: str, mapping: dict[int, int] | None, valid: set[int]
     return out, list(dict.fromkeys(cited))
 
 
+# The end of a complete sentence, with the citations that may follow its stop: `... sugar. [2]`.
+_SENTENCE_END = re.compile(r"[.!?](?:\s*\[\d+\])*(?=\s|$)|[。！？](?:\[\d+\])*")
+
+
+def complete_sentences(text: str) -> str:
+    """`text` up to the end of its last complete sentence ('' when it has none)."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[: ends[-1]].rstrip() if ends else ""
+
+
 def parse_answer(text: str, n_sources: int, *, truncated: bool = False) -> str:
-    """A subtask answer: prose citing at least one of the `n_sources` numbered sources."""
-    if truncated:
-        raise PieceError("the reply was cut off at max_tokens; write a shorter answer")
+    """A subtask answer: prose citing at least one of the `n_sources` numbered sources.
+
+    A reply cut off at max_tokens keeps its complete sentences: asking again costs a whole
+    second reply (minutes on a CPU) and a small model rambles into the cap the same way again."""
     body = clean_text(text)
+    if truncated:
+        body = complete_sentences(body)
+        if len(body) < 20:
+            raise PieceError("the reply was cut off at max_tokens; write a shorter answer")
     if len(body) < 20:
         raise PieceError("it is empty or too short")
     body, cited = rewrite_citations(body, None, set(range(1, n_sources + 1)))
