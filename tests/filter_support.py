@@ -29,11 +29,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def traces_file(path: Path, n_good: int = 6, broken: bool = True) -> Path:
+def traces_file(path: Path, n_good: int = 6, broken: bool = True, models: dict | None = None) -> Path:
+    """`n_good` valid traces g0.., then (with `broken`) one cut off, one failed and a duplicate of g0.
+    `models` (role -> model) is written as synth writes it, a JSON string per trace."""
     rows = []
     for i in range(n_good):
         question, trace = variant(i)
         rows.append({"id": f"g{i}", "question": question, "language": "en", "trace": trace, "status": "done"})
+        if models:
+            rows[-1]["models"] = json.dumps(models, sort_keys=True)
     if broken:
         t = good_trace()
         rows.append(

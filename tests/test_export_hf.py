@@ -12,7 +12,7 @@ from filter_support import traces_file
 
 def test_accepted_set_loads_with_datasets_and_honours_the_gate(run_ores, tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
-    traces_file(tmp_path / "t.jsonl")
+    traces_file(tmp_path / "t.jsonl", models={"planner": "plan-model", "worker": "work-model"})
     assert run_ores("filter", "t.jsonl", "--no-judge", "--ws", "ws").returncode == 0
     sheet = run_ores("spotcheck", "-n", "3", "--export", "s.jsonl", "--ws", "ws")
     assert sheet.returncode == 0, sheet.stderr
@@ -37,6 +37,11 @@ def test_accepted_set_loads_with_datasets_and_honours_the_gate(run_ores, tmp_pat
     assert by_card.num_rows == 5
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("---\n") and "| in this dataset | 5 |" in card and "held" in card
+    # the card names the filters and the models that wrote the rows
+    assert "| candidates | 9 |" in card and '"min_sources": 3' in card and "| truncated | 1 |" in card
+    assert "- planner: plan-model (5)" in card and "- worker: work-model (5)" in card
+    assert "- judge: none" in card
+    assert set(ds["models"]) == {'{"planner": "plan-model", "worker": "work-model"}'}
 
     exported = run_ores("ws", "export", "accepted", "-o", "a.jsonl", "--ws", "ws")
     assert exported.returncode == 0 and len((tmp_path / "a.jsonl").read_text().splitlines()) == 5

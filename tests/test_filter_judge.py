@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from filter_support import traces_file
 from oresearch_cli.filtering.config import FilterConfig
 from oresearch_cli.filtering.judge import CRITERIA, check_scores
 from oresearch_cli.stages.filter import FilterOptions, run_filter
 
+from filter_support import traces_file
 from standin_llm import Received, StandinLLM, ok
 
 
@@ -99,9 +99,32 @@ def test_check_scores_is_strict() -> None:
         {**good, "depth": {"score": True, "reason": ""}},
         {**good, "depth": 5},
         {**good, "depth": {"score": -1, "reason": ""}},
+        {**good, "depth": {"score": 7, "reason": "..."}},  # the prompt's example, copied
+        {**good, "depth": {"score": 7, "reason": "  "}},
     ):
         try:
             check_scores(bad)
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def test_a_judged_filter_run_named_by_id_gives_its_verdicts(tmp_path: Path) -> None:
+    # A judged run has two artifacts, its verdicts and its newer call log: naming the run must
+    # still find the verdicts for --explain, spotcheck --run and export --run.
+    from oresearch_cli.export.hf import export_accepted
+    from oresearch_cli.stages.filter import explain
+    from oresearch_cli.stages.spotcheck import SpotcheckOptions, open_sample
+    from oresearch_cli.workspace import Workspace
+
+    src = traces_file(tmp_path / "t.jsonl", n_good=2, broken=False)
+    with StandinLLM(lambda request: ok(scores_json(8))) as srv:
+        result = run_filter(tmp_path / "ws", str(src), options(srv.url))
+    ws = Workspace.open(tmp_path / "ws")
+    assert {a.kind for a in ws.artifacts(run_id=result.run_id)} == {"filtered", "llm_calls"}
+
+    assert explain(tmp_path / "ws", "g1", result.run_id)["verdict"] == "accepted"
+    sample = open_sample(ws, SpotcheckOptions(n=5, filtered_run=result.run_id))
+    assert sorted(sample.ids) == ["g0", "g1"] and sample.filtered_run == result.run_id
+    exported = export_accepted(tmp_path / "ws", tmp_path / "out", filtered_run=result.run_id)
+    assert exported.rows == 2 and exported.filtered_run == result.run_id

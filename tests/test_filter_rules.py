@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import pytest
 
-from filter_support import QUESTION, good_trace
 from oresearch_cli.errors import InputError
 from oresearch_cli.filtering.config import FilterConfig, from_dict, load_filter_config
 from oresearch_cli.filtering.funnel import build_funnel
 from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, estimate_tokens, evaluate, run_rules
+
+from filter_support import QUESTION, good_trace
 
 CFG = FilterConfig()
 
@@ -155,3 +156,88 @@ def test_config_from_yaml_and_unknown_keys(tmp_path) -> None:
         load_filter_config(path)
     with pytest.raises(InputError, match="unknown rule"):
         from_dict({"rules": {"nope": False}})
+
+
+def test_a_bare_report_line_written_twice_is_not_a_loop() -> None:
+    # The bare text is both the trace's one text step and its report: counted once, a line the
+    # report really has twice stays under max_line_repeats (3).
+    report = good_trace().split("<suggested_answer>")[1].split("</suggested_answer>")[0]
+    twice = report.replace("## Conclusion", REPEAT + "\n" + REPEAT + "\n## Conclusion")
+    outcome = evaluate(item(twice), CFG)
+    assert outcome.details["repetition"]["max_line_repeats"] == 2
+    assert "repetition" not in outcome.fails
+    thrice = report.replace("## Conclusion", REPEAT * 3 + "\n## Conclusion")
+    assert "repetition-loop" in evaluate(item(thrice), CFG).fails["repetition"]
+
+
+LANGUAGE_TEXTS = [
+    "The light-dependent reactions take place on the thylakoid membranes of chloroplasts [1].",
+    "Les réactions photochimiques ont lieu dans les membranes des thylakoïdes.",
+    "Die Lichtreaktionen finden an den Thylakoidmembranen statt, sagt die Quelle [2].",
+    "光合作用的光反应和卡尔文循环分别产生什么？",
+    "光合作用とは何ですか。カルビン回路について説明してください。",
+    "광합성의 명반응은 틸라코이드 막에서 일어납니다.",
+    "Световые реакции происходят на мембранах тилакоидов.",
+    "WHAT DOES THE CALVIN CYCLE PRODUCE",
+    "12 345 % 2024",
+    "",
+    "   \n",
+    "¿Qué producen las reacciones dependientes de la luz?",
+]
+
+
+def test_batched_language_detection_equals_the_per_text_function() -> None:
+    from oresearch_cli.filtering.language import batch_available, detect_languages
+    from oresearch_cli.textutil import detect_language
+
+    report = good_trace().split("<suggested_answer>")[1].split("## References")[0]
+    texts = LANGUAGE_TEXTS + [report, report.upper(), report[:2000] * 3]
+    assert batch_available()  # py3langid's model arrays are where the batch path expects them
+    assert detect_languages(texts) == [detect_language(t) for t in texts]
+
+
+def test_a_batch_of_traces_gets_the_verdicts_of_one_at_a_time() -> None:
+    from oresearch_cli.filtering.rules import evaluate_batch
+
+    texts = [good_trace(), cut_before("## Conclusion")(good_trace()), good_trace()]
+    questions = [QUESTION, QUESTION, "光合作用的光反应和卡尔文循环分别产生什么？"]
+    items = [
+        Item(id=str(i), text=t, question=q) for i, (t, q) in enumerate(zip(texts, questions, strict=True))
+    ]
+    batch = evaluate_batch(items, CFG)
+    single = [evaluate(i, CFG) for i in items]
+    assert [o.fails for o in batch] == [o.fails for o in single]
+    assert [o.details["language"] for o in batch] == [o.details["language"] for o in single]
+    assert batch[2].fails["language"] == ["language-mismatch"] and batch[2].language == "zh"
+
+
+def _whitespace_tokenizer(path) -> str:
+    """A real tokenizer saved to `path`: one token per whitespace-separated word."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = {w for w in good_trace().split()} | {"[UNK]"}
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(sorted(words))}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(path))
+    return str(path)
+
+
+def test_length_counts_with_the_target_models_tokenizer(tmp_path) -> None:
+    name = _whitespace_tokenizer(tmp_path / "tok")
+    report = good_trace().split("<suggested_answer>")[1].split("</suggested_answer>")[0]
+    words = len(report.split())
+    assert words != estimate_tokens(report)  # so the two ways of counting can be told apart
+    cfg = from_dict({"tokenizer": name, "min_report_tokens": words, "workers": 1})
+    [outcome] = run_rules([item()], cfg)
+    assert outcome.details["length"] == {
+        "report_tokens": words,
+        "trace_tokens": len(good_trace().split()),
+        "tokenizer": name,
+    }
+    assert "length" not in outcome.fails
+    [short] = run_rules([item()], replace(cfg, min_report_tokens=words + 1))
+    assert short.fails["length"] == ["report-too-short"]
+    with pytest.raises(InputError, match="--tokenizer"):
+        run_rules([item()], replace(cfg, tokenizer=str(tmp_path / "missing")))

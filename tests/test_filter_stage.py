@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from filter_support import good_trace, traces_file, write_jsonl
-
 from conftest import DRB
+from filter_support import good_trace, traces_file, write_jsonl
 
 
 def _filter(run_ores, *args: str):
@@ -91,3 +90,60 @@ def test_list_rules(run_ores) -> None:
     result = run_ores("filter", "--list-rules", "--json")
     data = json.loads(result.stdout)
     assert "truncated" in data["rules"] and "judge-failed" in data["judge"]
+
+
+def test_explain_a_named_run(run_ores, tmp_path: Path) -> None:
+    traces_file(tmp_path / "t.jsonl", n_good=2, broken=False)
+    first = _filter(run_ores, "t.jsonl")["run_id"]
+    write_jsonl(tmp_path / "o.jsonl", [{"id": "g0", "question": "q?", "current_answer": "too short."}])
+    _filter(run_ores, "o.jsonl")  # a newer run (where g0 is rejected): --run must find the first
+    shown = run_ores("filter", "--explain", "g0", "--run", first, "--ws", "ws", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["run_id"] == first and json.loads(shown.stdout)["verdict"] == "accepted"
+    missing = run_ores("filter", "--explain", "g0", "--run", "nope", "--ws", "ws")
+    assert missing.returncode == 2 and "ores ws runs" in missing.stderr
+    assert len([line for line in missing.stderr.splitlines() if line.strip()]) == 1
+
+
+def test_a_synth_runs_traces_through_filter_spotcheck_and_export(run_ores, tmp_path: Path) -> None:
+    # What `ores synth` leaves in a workspace (its schema, its per-trace `models`), read by default.
+    from oresearch_cli.stages.synth import KIND, SCHEMA, STAGE
+    from oresearch_cli.workspace import Workspace
+
+    from filter_support import variant
+
+    models = json.dumps({"planner": "p-1", "summarizer": "s-1", "worker": "w-1"}, sort_keys=True)
+    ws = Workspace.open(tmp_path / "ws")
+    with ws.start_run(STAGE, KIND, {"roles": "test"}, inputs=["seeds"]) as run:
+        for i in range(4):
+            question, trace = variant(i)
+            run.append(
+                {"id": f"s{i}", "question": question, "language": "en", "trace": trace, "models": models}
+            )
+        run.append({"id": "s-failed", "question": "q?", "status": "failed", "error": "timeout", "trace": ""})
+        run.finish(SCHEMA)
+
+    data = _filter(run_ores)  # no TRACES: the latest synth output
+    assert data["funnel"]["in"] == 5 and data["funnel"]["accepted"] == 4
+    rows = pq.read_table(
+        next((tmp_path / "ws" / "artifacts" / "filter").glob("*/filtered.parquet"))
+    ).to_pylist()
+    assert {r["source_run"] for r in rows} == {run.run_id}
+    assert {r["models"] for r in rows if r["id"] != "s-failed"} == {models}
+    failed = next(r for r in rows if r["id"] == "s-failed")
+    assert failed["verdict"] == "rejected" and "synth-failed" in json.loads(failed["reasons"])
+
+    sheet = run_ores("spotcheck", "-n", "2", "--export", "s.jsonl", "--ws", "ws")
+    assert sheet.returncode == 0, sheet.stderr
+    lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    (tmp_path / "f.jsonl").write_text(
+        "".join(json.dumps({**x, "human_verdict": "accept"}) + "\n" for x in lines)
+    )
+    gate = run_ores("spotcheck", "-n", "2", "--import", "f.jsonl", "--ws", "ws", "--json")
+    assert gate.returncode == 0 and json.loads(gate.stdout)["status"] == "passed"
+
+    exported = run_ores("export", "out", "--ws", "ws")
+    assert exported.returncode == 0, exported.stderr
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "- planner: p-1 (4)" in card and "passed" in card and "| synth-failed | 1 |" in card
+    assert pq.read_table(tmp_path / "out" / "data" / "train-00000-of-00001.parquet").num_rows == 4

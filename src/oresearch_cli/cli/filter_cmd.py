@@ -81,6 +81,10 @@ def filter_(
     explain_id: Annotated[
         str | None, typer.Option("--explain", help="Show one trace's verdict from the latest filter run.")
     ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option("--run", help="With --explain: the filter run to look in (default: the latest)."),
+    ] = None,
     list_rules: Annotated[bool, typer.Option("--list-rules", help="List rules and reason codes.")] = False,
     output: OutputOption = None,
     as_json: JsonOption = False,
@@ -93,7 +97,7 @@ def filter_(
     if explain_id is not None:
         from oresearch_cli.stages.filter import explain
 
-        _print_explain(explain(ws, explain_id), as_json)
+        _print_explain(explain(ws, explain_id, run), as_json)
         return
 
     from oresearch_cli.filtering.config import load_filter_config

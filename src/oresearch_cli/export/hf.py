@@ -35,6 +35,7 @@ SCHEMA = pa.schema(
         ("judge_overall", pa.float64()),
         ("judge_scores", pa.string()),
         ("source_run", pa.string()),
+        ("models", pa.string()),
         ("status", pa.string()),
     ]
 )
@@ -73,7 +74,9 @@ def export_accepted(
     ws_path: str | Path, out_dir: Path, filtered_run: str | None = None, ignore_gate: bool = False
 ) -> ExportResult:
     ws = Workspace.open(ws_path, create=False)
-    artifact = ws.resolve_artifact(filtered_run) if filtered_run else ws.require_latest("filtered", "filter")
+    from oresearch_cli.stages.filter import filtered_artifact
+
+    artifact = filtered_artifact(ws, filtered_run)
     rejected, gate = _spotcheck_of(ws, artifact.run_id)
     if gate and gate.get("status") == "held" and not ignore_gate:
         rate = gate.get("reject_rate")
@@ -93,6 +96,7 @@ def export_accepted(
             "judge_overall": r.get("judge_overall"),
             "judge_scores": r.get("judge_scores"),
             "source_run": artifact.run_id,
+            "models": r.get("models"),
             "status": "done",
         }
         for r in accepted
@@ -122,6 +126,19 @@ def _size_category(n: int) -> str:
     return "100K<n<1M"
 
 
+def _writers(records: list[dict[str, Any]]) -> list[tuple[str, Counter[str]]]:
+    """Role -> how many of the rows each model wrote (from synth's per-trace `models`)."""
+    roles: dict[str, Counter[str]] = {}
+    for r in records:
+        try:
+            models = json.loads(r.get("models") or "{}")
+        except ValueError:
+            continue
+        for role, model in models.items():
+            roles.setdefault(str(role), Counter())[str(model)] += 1
+    return sorted(roles.items())
+
+
 def dataset_card(
     filtered: list[dict[str, Any]],
     records: list[dict[str, Any]],
@@ -130,6 +147,7 @@ def dataset_card(
     human_rejected: int,
 ) -> str:
     languages = Counter(str(r.get("language") or "und") for r in records)
+    writers = _writers(records)
     reasons: Counter[str] = Counter()
     for r in filtered:
         if r.get("verdict") == "rejected":
@@ -192,13 +210,21 @@ def dataset_card(
         "",
         "## Models used",
         "",
+        *(
+            [
+                f"- {role}: " + ", ".join(f"{m} ({n})" for m, n in counts.most_common())
+                for role, counts in writers
+            ]
+            or ["- trace writers: not recorded in the input (traces not made by `ores synth`)"]
+        ),
         f"- judge: {judge_model or 'none'}",
         f"- traces: from `{filtered[0].get('source_run') if filtered else ''}`",
         "",
         "## Fields",
         "",
         "`id`, `question`, `language`, `trace` (the full tagged trace), `report` (its final report), "
-        "`judge_overall` (0-10), `judge_scores` (JSON: criterion -> score, reason), `source_run`.",
+        "`judge_overall` (0-10), `judge_scores` (JSON: criterion -> score, reason), `source_run`, "
+        "`models` (JSON: role -> model that wrote the trace).",
         "",
     ]
     return "\n".join(lines)

@@ -1,9 +1,11 @@
 """Near-duplicate questions and reports among the traces the rules kept.
 
 MinHash LSH with an exact Jaccard check (`oresearch_cli.textutil.near_duplicates`), over the
-questions and then the reports. Of a group of near-duplicates the best-scored trace stays: the
-judge's overall score when one is known (cached), else the rules' quality score (distinct sources,
-fewer validator warnings, a longer report).
+questions and then the reports. Of a group of near-duplicates the best-scored trace stays. Dedup
+runs before the judge (no judge call for a trace that goes anyway), so the score is what is known
+then (`oresearch_cli.stages.filter.dedup_scores`): judge scores cached by an earlier run (a trace
+they pass beats one not judged yet, which beats one they reject), then the rules' quality score
+(distinct sources, fewer validator warnings, a longer report).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import Any
 from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.trace import CrawlPage, Observation, WebSearch, has_tags, parse
 
-RUBRIC_VERSION = "rubric-v1"
+RUBRIC_VERSION = "rubric-v2"  # part of the cache key: bump when the prompt or the parsing changes
 CRITERIA: dict[str, str] = {
     "comprehensiveness": "covers every part of the question and the subtasks with enough breadth",
     "depth": "goes beyond surface facts: mechanisms, comparisons, numbers, implications",
@@ -90,6 +90,11 @@ def check_scores(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         reason = entry.get("reason")
         if not isinstance(reason, str):
             raise JudgeOutputError(f"{criterion}.reason must be a string")
+        if not reason.strip(" .…\t\n"):
+            # Small models copy the prompt's example ("reason": "...") with its scores: no judgment.
+            raise JudgeOutputError(
+                f"{criterion}.reason is empty or the example's placeholder; write one sentence"
+            )
         scores[criterion] = {"score": float(score), "reason": " ".join(reason.split())[:300]}
     return scores
 
@@ -158,7 +163,8 @@ def stricter(messages: list[dict[str, str]], raw: str, problem: str) -> list[dic
         {
             "role": "user",
             "content": f"That answer was not usable: {problem}. Reply with ONLY a JSON object, no prose, "
-            f"no code fence, with all six keys, each score an integer 0-10:\n{_EXAMPLE}",
+            f"no code fence, with all six keys, each score an integer 0-10 and each reason one sentence of "
+            f"your own:\n{_EXAMPLE}",
         },
     ]
 

@@ -11,7 +11,10 @@ dedicated rule owns them (`tool-calls-above-max`, `report-missing-section`, `cit
 `validation` rule as `trace:<code>` (e.g. `trace:unclosed-tag`). Warnings never reject; they are
 counted in `details.validation.warnings`. `RULES` lists each rule with its codes and meaning.
 
-A batch runs in worker processes when it is big enough (`FilterConfig.workers`).
+Speed (benchmarks/bench_filter.py): parsing, validation and report analysis are the trace
+module's and take most of the time; the language check, the costliest of ours, runs once per
+batch (`evaluate_batch`, `oresearch_cli.filtering.language`). A batch runs in worker processes
+when it is big enough (`FilterConfig.workers`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oresearch_cli.filtering.config import FilterConfig
-from oresearch_cli.textutil import detect_language
+from oresearch_cli.filtering.language import detect_languages
 from oresearch_cli.trace import (
     Bounds,
     CrawlPage,
@@ -35,7 +38,6 @@ from oresearch_cli.trace import (
     SubtaskAnswer,
     Text,
     Think,
-    Trace,
     WebSearch,
     analyze_report,
     has_tags,
@@ -203,12 +205,12 @@ class Outcome:
         return not any(self.fails.values())
 
 
-def _model_text(trace: Trace, report: str) -> str:
-    parts = [
-        s.text
-        for _, s in trace.steps()
-        if isinstance(s, Think | Plan | SubtaskAnswer) or (isinstance(s, Text) and not has_tags(trace))
-    ]
+def _model_text(steps: list[Any], report: str) -> str:
+    """The model's own words: thoughts, plans, subtask answers and the report (never observations).
+
+    A bare report's text is its one `Text` step and also `report`: it is counted once, or every
+    line it has twice would look like a loop."""
+    parts = [s.text for s in steps if isinstance(s, Think | Plan | SubtaskAnswer)]
     parts.append(report)
     return "\n".join(parts)
 
@@ -238,8 +240,45 @@ def _is_cut_off(report: str, analysis: Any) -> bool:
     return not text.endswith(_TERMINAL)
 
 
+LANGUAGE_SAMPLE = 2000  # characters of the report body whose language is compared with the question's
+
+
+@dataclass
+class _LanguageCheck:
+    """What the language rule needs, kept until the batch's languages are detected together."""
+
+    question: str | None  # the question's text when its language is not given
+    question_lang: str | None  # the given language
+    body: str  # the report's body (before its references), cut to LANGUAGE_SAMPLE
+
+
 def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
     """Every enabled rule on one trace: parse once, validate once, analyze the report once."""
+    return evaluate_batch([item], cfg)[0]
+
+
+def evaluate_batch(items: Sequence[Item], cfg: FilterConfig) -> list[Outcome]:
+    """`evaluate` on each item; languages (the costliest check) are detected for the whole batch at once."""
+    checked = [_check(item, cfg) for item in items]
+    pending = [(out, lang) for out, lang in checked if lang is not None]
+    if pending:
+        questions = list(dict.fromkeys(c.question for _, c in pending if c.question is not None))
+        bodies = [c.body for _, c in pending]
+        found = detect_languages(questions + bodies)
+        question_langs = dict(zip(questions, found[: len(questions)], strict=True))
+        for (out, check), report_lang in zip(pending, found[len(questions) :], strict=True):
+            question_lang = check.question_lang or (
+                question_langs[check.question] if check.question is not None else "und"
+            )
+            out.language = question_lang if question_lang != "und" else report_lang
+            out.details["language"] = {"question": question_lang, "report": report_lang}
+            if "und" not in (question_lang, report_lang) and question_lang != report_lang:
+                out.fails["language"] = ["language-mismatch"]
+    return [out for out, _ in checked]
+
+
+def _check(item: Item, cfg: FilterConfig) -> tuple[Outcome, _LanguageCheck | None]:
+    """Every rule but the language comparison, which `evaluate_batch` finishes for the batch."""
     on = cfg.enabled
     trace = parse(item.text)
     report_only = not has_tags(trace)
@@ -247,6 +286,7 @@ def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
     out = Outcome(id=item.id, report=report, mode="report" if report_only else "trace")
     fails = out.fails
     details = out.details
+    steps = [s for _, s in trace.steps()]
 
     def fail(rule: str, code: str) -> None:
         if on(rule) and code not in fails.setdefault(rule, []):
@@ -281,11 +321,11 @@ def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
             "min": cfg.min_tool_calls,
             "max": cfg.max_tool_calls,
         }
-        steps = sum(1 for _, s in trace.steps() if not isinstance(s, Text)) + (trace.report is not None)
-        details["steps"] = {"steps": steps, "subtasks": len(trace.subtasks)}
-        if steps < cfg.min_steps:
+        n_steps = sum(not isinstance(s, Text) for s in steps) + (trace.report is not None)
+        details["steps"] = {"steps": n_steps, "subtasks": len(trace.subtasks)}
+        if n_steps < cfg.min_steps:
             fail("steps", "too-few-steps")
-        if steps > cfg.max_steps:
+        if n_steps > cfg.max_steps:
             fail("steps", "too-many-steps")
     if analysis is not None:
         details["sections"] = {"missing": analysis.missing_sections}
@@ -314,7 +354,7 @@ def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
             fail("length", "trace-too-long")
 
     if on("repetition"):
-        rep = _repetition(_model_text(trace, report), cfg)
+        rep = _repetition(_model_text(steps, report), cfg)
         details["repetition"] = rep
         compression = rep["compression"]
         if rep["max_line_repeats"] >= cfg.max_line_repeats or (
@@ -322,14 +362,12 @@ def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
         ):
             fail("repetition", "repetition-loop")
 
+    language = None
     if on("language") and report.strip():
-        question_lang = item.language or (detect_language(item.question) if item.question.strip() else "und")
         body = report[: analysis.references_span[0]] if analysis and analysis.references_span else report
-        report_lang = detect_language(body[:2000])
-        out.language = question_lang if question_lang != "und" else report_lang
-        details["language"] = {"question": question_lang, "report": report_lang}
-        if "und" not in (question_lang, report_lang) and question_lang != report_lang:
-            fail("language", "language-mismatch")
+        question = None if item.language or not item.question.strip() else item.question
+        language = _LanguageCheck(question, item.language, body[:LANGUAGE_SAMPLE])
+        details["language"] = {}  # filled in by evaluate_batch; here so details keep rule order
 
     if on("truncated"):
         why = None
@@ -360,23 +398,32 @@ def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
     for rule in list(fails):
         if not fails[rule]:
             del fails[rule]
-    n_obs = sum(isinstance(s, Observation) for _, s in trace.steps())
+    n_obs = sum(isinstance(s, Observation) for s in steps)
     out.quality = (
         details.get("sources", {}).get("distinct_cited", 0)
         - 0.5 * sum(warnings.values())
         + min(len(report) / 4000, 5.0)
         + 0.1 * min(n_obs, 20)
     )
-    return out
+    return out, language
 
 
 def _evaluate_chunk(args: tuple[list[Item], FilterConfig]) -> list[Outcome]:
     items, cfg = args
-    return [evaluate(item, cfg) for item in items]
+    return evaluate_batch(items, cfg)
 
 
-PARALLEL_MIN = 400  # below this, starting worker processes costs more than it saves
-CHUNK = 200
+# A worker starts in about a second (imports, the language model); below this many traces one
+# process is done first, so automatic parallelism (`workers` 0) waits for bigger batches.
+PARALLEL_MIN = 1500
+CHUNK = 200  # traces per task: big enough for the batched language check, small for even load
+
+
+def _cores() -> int:
+    """Cores this process may run on (a container's or taskset's share, not the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def count_tokens(items: Sequence[Item], tokenizer_name: str) -> None:
@@ -415,10 +462,10 @@ def run_rules(
     """Outcomes in input order; worker processes (one per core, or `cfg.workers`) for big batches."""
     if cfg.tokenizer and cfg.enabled("length"):
         count_tokens(items, cfg.tokenizer)
-    workers = cfg.workers or (os.cpu_count() or 1)
+    workers = cfg.workers or _cores()
     chunks = [list(items[i : i + CHUNK]) for i in range(0, len(items), CHUNK)]
     results: list[Outcome] = []
-    if workers <= 1 or len(items) < PARALLEL_MIN:
+    if workers <= 1 or len(chunks) < 2 or (not cfg.workers and len(items) < PARALLEL_MIN):
         for chunk in chunks:
             results += _evaluate_chunk((chunk, cfg))
             if progress:

@@ -21,15 +21,23 @@ from typing import Any
 import pyarrow as pa
 
 from oresearch_cli.errors import InputError
-from oresearch_cli.filtering.config import FilterConfig
+from oresearch_cli.filtering.config import FilterConfig, JudgeSettings
 from oresearch_cli.filtering.dedup import CODES as DEDUP_CODES
 from oresearch_cli.filtering.dedup import find_duplicates
 from oresearch_cli.filtering.funnel import Funnel, build_funnel
 from oresearch_cli.filtering.judge import CODES as JUDGE_CODES
-from oresearch_cli.filtering.judge import JudgeCache, JudgeResult, JudgeTask, judge_all, judge_reasons
+from oresearch_cli.filtering.judge import (
+    JudgeCache,
+    JudgeResult,
+    JudgeTask,
+    cache_key,
+    judge_all,
+    judge_reasons,
+)
+from oresearch_cli.filtering.judge import overall as judge_overall
 from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, run_rules
 from oresearch_cli.records import pick_field, read_records, source_name
-from oresearch_cli.workspace import Workspace
+from oresearch_cli.workspace import ArtifactInfo, Workspace
 
 STAGE = "filter"
 KIND = "filtered"
@@ -52,6 +60,7 @@ SCHEMA = pa.schema(
         ("trace", pa.string()),
         ("report", pa.string()),
         ("source_run", pa.string()),
+        ("models", pa.string()),  # JSON role -> model that wrote the trace (synth's `models`), if known
         ("status", pa.string()),
     ]
 )
@@ -86,8 +95,10 @@ class FilterResult:
     judge_failed: int = 0
 
 
-def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> tuple[list[Item], str, str]:
-    """(items, text field, source run or file name)."""
+def load_items(
+    ws: Workspace, source: str | None, options: FilterOptions
+) -> tuple[list[Item], str, str, list[str | None]]:
+    """(items, text field, source run or file name, each trace's `models` JSON when the input has one)."""
     if source is None:
         artifact = ws.require_latest("traces", "synth")
         rows = ws.read_artifact(artifact)
@@ -109,6 +120,7 @@ def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> tup
         origin = name
     question_field = next((f for f in QUESTION_FIELDS if f in records_data[0] and f != text_field), None)
     items: list[Item] = []
+    models: list[str | None] = []
     seen: dict[str, int] = {}
     for row in records_data[: options.limit]:
         text = row.get(text_field)
@@ -132,7 +144,38 @@ def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> tup
                 error=str(row["error"]) if row.get("error") else None,
             )
         )
-    return items, text_field, origin
+        models.append(_models_json(row.get("models")))
+    return items, text_field, origin, models
+
+
+def _models_json(value: Any) -> str | None:
+    """Synth's `models` (a JSON string or a mapping role -> model) as JSON; None when absent or unreadable."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if isinstance(value, dict) and value:
+        return json.dumps({str(k): str(v) for k, v in value.items()}, sort_keys=True)
+    return None
+
+
+def dedup_scores(
+    outcomes: list[Any], cached: list[dict[str, Any] | None], settings: JudgeSettings
+) -> list[float]:
+    """Which of a group of near-duplicates stays: a trace whose cached judge scores pass, then one
+    not judged yet, then one the judge rejected; within each, the higher judge score, then the rules'
+    quality score. Returned as ranks (higher is better) for `find_duplicates`."""
+    keys = []
+    for outcome, scores in zip(outcomes, cached, strict=True):
+        if scores is None:
+            keys.append((1, 0.0, outcome.quality))
+        else:
+            tier = 0 if judge_reasons(scores, settings) else 2
+            keys.append((tier, judge_overall(scores), outcome.quality))
+    # Equal keys share a rank, so ties still go to the first trace as without a judge.
+    rank = {key: float(n) for n, key in enumerate(sorted(set(keys)))}
+    return [rank[key] for key in keys]
 
 
 def run_filter(
@@ -155,24 +198,33 @@ def run_filter(
                 f"{exc}; or pass --judge-model, or --no-judge to run the rules alone"
             ) from None
     ws = Workspace.open(ws_path)
-    items, text_field, origin = load_items(ws, source, options)
+    items, text_field, origin, models = load_items(ws, source, options)
 
     outcomes = run_rules(items, cfg, progress=(lambda n: progress("rules", n)) if progress else None)
     passed = [i for i, o in enumerate(outcomes) if o.passed]
+    judge_model = llm_config.role("judge").model if llm_config is not None else None
 
     duplicate_of: dict[int, tuple[int, str, float]] = {}
     if cfg.dedup and len(passed) > 1:
+        cached: list[dict[str, Any] | None] = [None] * len(passed)
+        if judge_model is not None:  # scores from earlier runs pick the better of two duplicates
+            lookup = JudgeCache.for_workspace(ws)
+            try:
+                cached = [
+                    lookup.get(cache_key(judge_model, items[i].question, items[i].text)) for i in passed
+                ]
+            finally:
+                lookup.close()
         found = find_duplicates(
             [items[i].question for i in passed],
             [outcomes[i].report for i in passed],
-            [outcomes[i].quality for i in passed],
+            dedup_scores([outcomes[i] for i in passed], cached, cfg.judge),
             cfg.question_threshold,
             cfg.report_threshold,
         )
         for local, dup in found.items():
             duplicate_of[passed[local]] = (passed[dup.of], dup.code, dup.similarity)
 
-    judge_model = llm_config.role("judge").model if llm_config is not None else None
     config = {
         "filter": cfg.to_dict(),
         "judge_model": judge_model,
@@ -248,6 +300,7 @@ def run_filter(
                 "trace": item.text,
                 "report": outcome.report,
                 "source_run": origin,
+                "models": models[index],
                 "status": "done",
             }
             run.append(record)
@@ -268,10 +321,27 @@ def run_filter(
     return FilterResult(run.run_id, records, funnel, text_field, judge_model, calls, cached, failed)
 
 
+def filtered_artifact(ws: Workspace, run: str | None = None) -> ArtifactInfo:
+    """The verdicts (`filtered` artifact) of filter run `run`, or of the latest filter run.
+
+    Not `ws.resolve_artifact(run)`: a judged run also has an `llm_calls` artifact, registered after
+    the verdicts, and that one is the run's newest."""
+    if run is None or run == KIND:
+        return ws.require_latest(KIND, STAGE)
+    info = ws.get_run(run)
+    found = ws.artifacts(run_id=info.run_id, kind=KIND)
+    if not found:
+        raise InputError(
+            f"run {info.run_id} ({info.stage}) has no filter verdicts; name a finished filter run "
+            "(see `ores ws runs`)"
+        )
+    return found[0]
+
+
 def explain(ws_path: str | Path, item_id: str, run_id: str | None = None) -> dict[str, Any]:
     """One trace's verdict from the latest `filtered` artifact (or run `run_id`)."""
     ws = Workspace.open(ws_path, create=False)
-    artifact = ws.resolve_artifact(run_id) if run_id else ws.require_latest(KIND, "filter")
+    artifact = filtered_artifact(ws, run_id)
     import pyarrow.parquet as pq
 
     table = pq.read_table(artifact.path)

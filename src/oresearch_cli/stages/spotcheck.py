@@ -78,13 +78,9 @@ def default_reviewer() -> str:
 
 
 def open_sample(ws: Workspace, options: SpotcheckOptions) -> Sample:
-    artifact = (
-        ws.resolve_artifact(options.filtered_run)
-        if options.filtered_run
-        else ws.require_latest("filtered", "filter")
-    )
-    if artifact.kind != "filtered":
-        raise InputError(f"{options.filtered_run}: is a {artifact.kind} artifact; name a filter run")
+    from oresearch_cli.stages.filter import filtered_artifact
+
+    artifact = filtered_artifact(ws, options.filtered_run)
     accepted = [r for r in ws.read_artifact(artifact) if r.get("verdict") == "accepted"]
     if not accepted:
         raise InputError(
