@@ -16,9 +16,9 @@ from oresearch_cli.tools import open_toolbox
 from oresearch_cli.trace import analyze_report, is_valid, observed_urls, parse, render, validate
 from oresearch_cli.trace.urls import normalize_url
 from oresearch_cli.workspace import Workspace
-from synth_support import Teacher, build_test_corpus, llm_config
 
 from standin_llm import StandinLLM, error, ok, rate_limited, server_error, slow, truncated
+from synth_support import Teacher, build_test_corpus, llm_config
 
 QUESTION = "How does photosynthesis turn light into sugar?"
 
@@ -218,3 +218,25 @@ def test_an_answer_cut_off_at_max_tokens_keeps_its_complete_sentences() -> None:
         parse_answer("The light reactions make ATP and NADPH in the thyla", 2, truncated=True)
     with pytest.raises(PieceError, match="cites none"):  # what is kept must still cite a source
         parse_answer("Light reactions make ATP in the thylakoids. The Calvin cy", 2, truncated=True)
+
+
+def test_report_prose_without_headings_gets_sections_by_paragraph() -> None:
+    from oresearch_cli.agent.sources import SourceBook
+    from oresearch_cli.agent.summarizer import finalize_report
+
+    book = SourceBook()
+    book.add("https://en.wikipedia.org/wiki/Thylakoid", "Thylakoid")
+    book.add("https://en.wikipedia.org/wiki/Calvin_cycle", "Calvin cycle")
+    prose = (
+        "Plants capture light in two stages [1].\n\nThe light reactions make ATP in the thylakoids [1]. "
+        "The Calvin cycle fixes CO2 [2].\n\nSo light becomes sugar [1][2]."
+    )
+    report = finalize_report(prose, book, "en")
+    analysis = analyze_report(report)
+    assert [s.kind for s in analysis.sections] == ["introduction", "body", "conclusion", "references"]
+    assert report.startswith("## Introduction\nPlants capture light") and "## Conclusion\nSo light" in report
+    assert {r.url for r in analysis.references} == set(book.urls)
+    with pytest.raises(PieceError, match="lacks"):  # two paragraphs cannot be split honestly
+        finalize_report("Plants capture light [1].\n\nSo light becomes sugar [2].", book, "en")
+    with pytest.raises(PieceError, match="lacks"):  # headings the model wrote are not rearranged
+        finalize_report("## Introduction\nPlants [1].\n\n## Findings\nATP [1].\n\nMore [2].", book, "en")

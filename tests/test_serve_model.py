@@ -14,13 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from model_support import (
-    ServeProcess,
-    embedded_server,  # noqa: F401 - the session fixture, used by test_embedded_server_fixture
-    embedded_ws,
-    free_port,
-    pid_alive,
-)
 from oresearch_cli.errors import OresError
 from oresearch_cli.server import embedded, model_server
 from oresearch_cli.server.model_server import (
@@ -36,6 +29,13 @@ from oresearch_cli.server.model_server import (
 )
 
 from conftest import ores
+from model_support import (
+    ServeProcess,
+    embedded_server,  # noqa: F401 - the session fixture, used by test_embedded_server_fixture
+    embedded_ws,
+    free_port,
+    pid_alive,
+)
 
 
 def _checkpoint(root: Path, name: str = "my-ckpt") -> Path:

@@ -1,7 +1,8 @@
 """The summarizer: subtask answers + the numbered sources -> the cited report.
 
 The model writes Introduction, body sections and Conclusion with [n] citations; the orchestrator
-then enforces what the format promises: any reference list the model wrote is cut off, citation
+then enforces what the format promises: prose with no heading at all gets the sections by its
+paragraphs (small models rarely write headings), any reference list the model wrote is cut off, citation
 numbers that name no observed source are removed, and the References section is written from the
 sources actually cited (`[n]. URL - Title`, every URL observed by a tool). A reply without the
 sections or without a single valid citation is retried once, then replaced by a report assembled
@@ -29,6 +30,21 @@ def references_section(cited: list[int], book: SourceBook, language: str, level:
     return f"{'#' * level} {phrase(language, 'heading_references')}\n" + "\n".join(lines)
 
 
+def sectioned(prose: str, language: str) -> str:
+    """Report prose written without any heading, given the sections by its paragraphs: the first
+    introduces, the last concludes, the rest is the body. Fewer than three paragraphs stay as they
+    are (and fail the section check): there is no honest way to split them."""
+    paragraphs = [p.strip() for p in prose.split("\n\n") if p.strip()]
+    if len(paragraphs) < 3:
+        return prose
+    heading = {k: phrase(language, f"heading_{k}") for k in ("introduction", "body", "conclusion")}
+    middle = "\n\n".join(paragraphs[1:-1])
+    return (
+        f"## {heading['introduction']}\n{paragraphs[0]}\n\n## {heading['body']}\n{middle}\n\n"
+        f"## {heading['conclusion']}\n{paragraphs[-1]}"
+    )
+
+
 def finalize_report(text: str, book: SourceBook, language: str, *, truncated: bool = False) -> str:
     """The model's report made to keep the format's promises, or `PieceError`."""
     if truncated:
@@ -42,6 +58,9 @@ def finalize_report(text: str, book: SourceBook, language: str, *, truncated: bo
         body = body[: analysis.references_span[0]]
     body = body.rstrip()
     analysis = analyze_report(body)
+    if not analysis.sections:
+        body = sectioned(body, language)
+        analysis = analyze_report(body)
     missing = [m for m in analysis.missing_sections if m != "references"]
     if missing:
         raise PieceError(f"it lacks the {', '.join(missing)} section{'s' * (len(missing) > 1)}")
