@@ -8,28 +8,31 @@
         result.text, result.truncated, result.usage.completion_tokens, result.cost_usd
 
 Each call: pick a base URL (`routing`), wait for the rate limits and a concurrency slot (`limits`),
-send it with the `openai` package (its own retries off), and retry with tenacity what is worth
-retrying: 429 (waiting what Retry-After says), 5xx, timeouts, dropped connections and bodies that
-are not a chat completion. 400/401/403/404 fail at once with a line that says what to fix. Every
-call, failed or not, becomes one `CallRecord` (tokens, latency, cost, attempts) for the recorder.
+send it with the `openai` package (its own retries off; see `_Endpoint` for its connection
+pools), and retry with tenacity what is worth retrying: 429 (waiting what Retry-After says), 5xx,
+timeouts, dropped connections and bodies that are not a chat completion. 400/401/403/404 fail at
+once with a line that says what to fix. Every call, failed or not, becomes one `CallRecord`
+(tokens, latency, cost, attempts) for the recorder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import logging
 import math
 import os
 import random
 import re
+import ssl
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -50,10 +53,41 @@ _ROLE_OVERRIDES = {"model", "temperature", "max_tokens", "timeout_s", "max_attem
 # Models that take `max_completion_tokens` instead of `max_tokens` (OpenAI reasoning models).
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(openai/)?(o\d|gpt-5)")
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
-# Calls in flight per HTTP connection pool (see `_Shards`).
+# Calls in flight per HTTP connection pool (see `_Endpoint`).
 CONNECTIONS_PER_POOL = 16
 
 Message = Mapping[str, Any]
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=1)
+def shared_ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context every connection pool of this process shares.
+
+    Building one loads a CA bundle (~50 ms of CPU), and the SDK's HTTP client builds its own for
+    every client; as one is opened per CONNECTIONS_PER_POOL calls in flight, without sharing the
+    first calls of a run waited for several. It trusts what the SDK's HTTP client trusts by
+    default: SSL_CERT_FILE or SSL_CERT_DIR when set, else the system's CA store (as httpx2, which
+    openai >= 3 is built on, does on Linux), else, where the system has none (a python.org build
+    on macOS, a container without ca-certificates), certifi's bundle (as httpx does).
+    """
+    if cafile := os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=cafile)
+    if capath := os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=capath)
+    context = ssl.create_default_context()
+    if not context.cert_store_stats()["x509_ca"] and not _has_ca_dir(ssl.get_default_verify_paths().capath):
+        import certifi  # a dependency of httpx, which the project requires
+
+        context.load_verify_locations(cafile=certifi.where())
+    return context
+
+
+def _has_ca_dir(capath: str | None) -> bool:
+    """Whether `capath` holds hashed CA certificates (OpenSSL reads those only when it needs one)."""
+    if not capath or not os.path.isdir(capath):
+        return False
+    return any(re.fullmatch(r"[0-9a-fA-F]{8}\.\d+", name) for name in os.listdir(capath))
 
 
 @dataclass(frozen=True)
@@ -180,22 +214,43 @@ def _error_detail(exc: openai.APIStatusError) -> tuple[str, str]:
     return " ".join(text.split())[:300], ""
 
 
-class _Shards:
-    """Several SDK clients for one endpoint; each call takes the one with the fewest calls in flight.
+class _Endpoint:
+    """The SDK clients of one base URL and key, each with its own connection pool.
 
     httpx's connection pool does work proportional to its open connections on every request, so
     one pool serving 256 calls at once costs ~6 ms of CPU per call, and pools of 16 cost ~1.7 ms
-    (measured on the stand-in, benchmarks/bench_llm.py). Keeping pools small keeps that flat.
+    (measured on the stand-in, benchmarks/bench_llm.py). So calls are spread over SDK clients of
+    up to CONNECTIONS_PER_POOL calls each; one is opened when every open one is full, not up
+    front, so a run's first calls do not wait for clients it may never need. They all share one
+    TLS context (`shared_ssl_context`).
     """
 
-    def __init__(self, clients: list[openai.AsyncOpenAI]) -> None:
-        self.clients = clients
-        self.in_flight = [0] * len(clients)
+    def __init__(self, url: str, key: str | None, max_pools: int) -> None:
+        self.url = url
+        self.key = key
+        self.max_pools = max(1, max_pools)
+        self.clients: list[openai.AsyncOpenAI] = []
+        self.in_flight: list[int] = []
 
     def pick(self) -> int:
-        if len(self.clients) == 1:
-            return 0
-        return min(range(len(self.clients)), key=self.in_flight.__getitem__)
+        """The client for the next call: the least busy, or a new one when every open one is full."""
+        n = len(self.clients)
+        if n:
+            best = 0 if n == 1 else min(range(n), key=self.in_flight.__getitem__)
+            if self.in_flight[best] < CONNECTIONS_PER_POOL or n >= self.max_pools:
+                return best
+        limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
+            max_connections=1000, max_keepalive_connections=2 * CONNECTIONS_PER_POOL
+        )
+        client = openai.AsyncOpenAI(
+            base_url=self.url,
+            api_key=self.key or "EMPTY",  # local servers want no key, the SDK wants some string
+            max_retries=0,  # retries are ours
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=shared_ssl_context()),
+        )
+        self.clients.append(client)
+        self.in_flight.append(0)
+        return n
 
     async def aclose(self) -> None:
         for client in self.clients:
@@ -207,7 +262,7 @@ class _LoopState:
 
     def __init__(self, config: LLMConfig, pauses: Pauses) -> None:
         self.limits = Limits(config, pauses)
-        self.clients: dict[tuple[str, str | None], _Shards] = {}
+        self.endpoints: dict[tuple[str, str | None], _Endpoint] = {}
 
 
 class LLMClient:
@@ -246,36 +301,24 @@ class LLMClient:
         """The most calls this client had in flight at once on any one event loop."""
         return max((s.limits.max_in_flight for s in self._states.values()), default=0)
 
-    def _shards(self, state: _LoopState, url: str, rc: RoleConfig) -> _Shards:
-        shards = state.clients.get((url, rc.api_key_env))
-        if shards is None:
+    def _endpoint(self, state: _LoopState, url: str, rc: RoleConfig) -> _Endpoint:
+        endpoint = state.endpoints.get((url, rc.api_key_env))
+        if endpoint is None:
             key = self._environ.get(rc.api_key_env) if rc.api_key_env else None
             if key:
                 self._secrets.add(key)
             expected = min(self.config.max_concurrency or 256, rc.max_concurrency or 256)
-            count = max(1, math.ceil(expected / CONNECTIONS_PER_POOL))
-            limits = type(openai.DEFAULT_CONNECTION_LIMITS)(
-                max_connections=1000, max_keepalive_connections=2 * CONNECTIONS_PER_POOL
-            )
-            clients = [
-                openai.AsyncOpenAI(
-                    base_url=url,
-                    api_key=key or "EMPTY",  # local servers want no key, the SDK wants some string
-                    max_retries=0,  # retries are ours
-                    http_client=openai.DefaultAsyncHttpxClient(limits=limits),
-                )
-                for _ in range(count)
-            ]
-            shards = state.clients[(url, rc.api_key_env)] = _Shards(clients)
-        return shards
+            pools = math.ceil(expected / CONNECTIONS_PER_POOL)
+            endpoint = state.endpoints[(url, rc.api_key_env)] = _Endpoint(url, key, pools)
+        return endpoint
 
     async def aclose(self) -> None:
         """Close the HTTP clients opened on the current event loop."""
         loop = asyncio.get_running_loop()
         state = self._states.pop(loop, None)
         if state is not None:
-            for shards in state.clients.values():
-                await shards.aclose()
+            for endpoint in state.endpoints.values():
+                await endpoint.aclose()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -326,15 +369,11 @@ class LLMClient:
             url = self.router.route(rc.base_urls, affinity)
             return await self._attempt(role, rc, url, body, estimated), url
 
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(rc.max_attempts),
-            wait=self._waiter(rc),
-            retry=retry_if_exception_type(_Retryable),
-            before_sleep=self._log_retry(role, rc),
-            reraise=True,
-        )
         try:
-            answer, url = await retrying(attempt)
+            try:
+                answer, url = await attempt()
+            except _Retryable as first:
+                answer, url = await self._retry(role, rc, first, attempt)
         except (_Retryable, LLMError) as exc:
             latency = time.perf_counter() - started
             error = self._final_error(exc, role, rc, url, attempts)
@@ -465,17 +504,17 @@ class LLMClient:
         self, role: str, rc: RoleConfig, url: str, body: dict[str, Any], estimated: int
     ) -> _Answer:
         state = self._state()
-        shards = self._shards(state, url, rc)
+        endpoint = self._endpoint(state, url, rc)
         async with state.limits.slot(role, url, estimated) as grant:
             self.router.begin(url)
-            shard = shards.pick()
-            shards.in_flight[shard] += 1
+            pool = endpoint.pick()
+            endpoint.in_flight[pool] += 1
             ok = False
             fault = False
             try:
                 # `post` with the body as is: the typed `chat.completions.create` would spend about
                 # a millisecond of CPU per call transforming the params and building models.
-                data = await shards.clients[shard].post(
+                data = await endpoint.clients[pool].post(
                     "/chat/completions", cast_to=object, body=body, options={"timeout": rc.timeout_s}
                 )
                 answer = _Answer.parse(data)
@@ -504,7 +543,7 @@ class LLMClient:
                     f"{safe_url(url)} sent a malformed response ({type(exc).__name__})"
                 ) from None
             finally:
-                shards.in_flight[shard] -= 1
+                endpoint.in_flight[pool] -= 1
                 self.router.end(url, ok=ok, endpoint_fault=fault)
 
     def _status_error(self, exc: openai.APIStatusError, role: str, rc: RoleConfig, url: str) -> Exception:
@@ -572,6 +611,34 @@ class LLMClient:
         )
 
     # -- retry policy and bookkeeping --------------------------------------------------------------
+
+    async def _retry(
+        self, role: str, rc: RoleConfig, first: _Retryable, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """The attempts after a first one that failed with `first`.
+
+        Tenacity starts only here: on the happy path its machinery cost ~50 us of CPU per call,
+        a third of the client's own bookkeeping. Its loop begins by replaying `first` as attempt
+        1, so the waits (Retry-After, backoff by attempt number), the stop and the log lines are
+        what they would be had tenacity made the first attempt itself.
+        """
+        replay: _Retryable | None = first
+
+        async def again() -> T:
+            nonlocal replay
+            if replay is not None:
+                failed, replay = replay, None
+                raise failed
+            return await attempt()
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(rc.max_attempts),
+            wait=self._waiter(rc),
+            retry=retry_if_exception_type(_Retryable),
+            before_sleep=self._log_retry(role, rc),
+            reraise=True,
+        )
+        return await retrying(again)
 
     @staticmethod
     def _waiter(rc: RoleConfig) -> Any:

@@ -8,6 +8,7 @@ cost is unknown rather than free. Add or correct prices under `prices:` in the `
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ DEFAULT_PRICES: dict[str, Price] = {
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
+@functools.lru_cache(maxsize=1024)  # called per call with the same few base URLs
 def is_local_url(base_url: str | None) -> bool:
     """Whether `base_url` points at this machine or a private network (a self-hosted server)."""
     if not base_url:

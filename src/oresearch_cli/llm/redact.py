@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 _KEY_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-*]{6,}|Bearer\s+[A-Za-z0-9_\-.=*]{6,})")
 
 
+@functools.lru_cache(maxsize=1024)  # called per call with the same few base URLs
 def safe_url(url: str) -> str:
     """`url` without user:password and without query or fragment (where tokens like `?key=` hide)."""
     try:
