@@ -23,7 +23,10 @@ from oresearch_cli.textutil import detect_language
 from oresearch_cli.textutil import lang as _lang
 
 _ASCII_WORD = re.compile(r"[A-Za-z0-9_]")
-BATCH = 128  # texts stepped together; sorted by length so little of the matrix is padding
+# Texts stepped together, sorted by length so little of the matrix is padding. Each step costs a
+# few numpy calls whatever the batch, so a filter chunk (200 texts) goes in one: a fifth faster
+# than 128 at a time; much bigger batches outgrow the caches.
+BATCH = 256
 
 _PROBES = (
     "The light-dependent reactions take place on the thylakoid membranes of chloroplasts.",
@@ -59,7 +62,7 @@ class _BatchModel:
         import numpy as np
         import py3langid.langid as langid
 
-        ident = langid._get_identifier()
+        ident = _lang.identifier()
         self.np = np
         self.identifier = ident
         self.floor = float(langid.RAW_FLOOR)
@@ -101,23 +104,30 @@ class _BatchModel:
             states[position] = state
         features = self.output[states.T]  # (n, width): feature of each visited state, -1 for none
         features[np.arange(width)[None, :] >= lengths[:, None]] = -1  # padding past each text
-        rows, cols = np.nonzero(features >= 0)
-        keys, counts = np.unique(rows * self.n_features + features[rows, cols], return_counts=True)
-        text_of, feature = np.divmod(keys, self.n_features)
+        found = features >= 0
+        rows = np.nonzero(found)[0]  # row-major, as features[found] lists them
+        # (text, feature) keys, counted by a sort: int32 where they fit, as that sorts about twice
+        # as fast; the same keys and counts as np.unique would give.
+        key_type = np.int32 if n * self.n_features < 2**31 else np.int64
+        keys = rows.astype(key_type) * key_type(self.n_features) + features[found].astype(key_type)
+        keys.sort()
+        starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1]))) if len(keys) else rows[:0]
+        counts = np.diff(np.append(starts, len(keys)))
+        text_of, feature = np.divmod(keys[starts], self.n_features)
         bounds = np.searchsorted(text_of, np.arange(n + 1))
         weights = np.log1p(counts.astype(np.float32))
-        labels = []
+        scores = np.empty((n, len(self.classes)), dtype=np.float32)
         for i in range(n):
             a, b = bounds[i], bounds[i + 1]
             if a == b:  # no features: py3langid fills every score with its floor; argmax is 0
-                scores = np.full(len(self.classes), self.floor, dtype=np.float32)
+                scores[i] = self.floor
             else:
-                scores = weights[a:b] @ self.ptc[feature[a:b]] + self.pc
-            for first, dupe in self.aliases:
-                scores[first] = max(scores[first], scores[dupe])
-                scores[dupe] = self.floor
-            labels.append(str(self.classes[int(scores.argmax())]))
-        return labels
+                # take() gathers the same rows as fancy indexing, faster; the product is unchanged.
+                scores[i] = weights[a:b] @ self.ptc.take(feature[a:b], axis=0) + self.pc
+        for first, dupe in self.aliases:  # per column for all texts: what max() did per text
+            np.maximum(scores[:, first], scores[:, dupe], out=scores[:, first])
+            scores[:, dupe] = self.floor
+        return [str(self.classes[i]) for i in scores.argmax(axis=1)]
 
 
 _MODEL: _BatchModel | None | bool = None  # False: unavailable, use the per-text function

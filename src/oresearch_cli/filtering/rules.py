@@ -205,12 +205,17 @@ class Outcome:
         return not any(self.fails.values())
 
 
+# Tuples rather than `A | B` unions: isinstance is faster with them, and it runs for every step.
+_MODEL_WRITTEN = (Think, Plan, SubtaskAnswer)
+_TOOL_CALLS = (WebSearch, CrawlPage)
+
+
 def _model_text(steps: list[Any], report: str) -> str:
     """The model's own words: thoughts, plans, subtask answers and the report (never observations).
 
     A bare report's text is its one `Text` step and also `report`: it is counted once, or every
     line it has twice would look like a loop."""
-    parts = [s.text for s in steps if isinstance(s, Think | Plan | SubtaskAnswer)]
+    parts = [s.text for s in steps if isinstance(s, _MODEL_WRITTEN)]
     parts.append(report)
     return "\n".join(parts)
 
@@ -286,7 +291,7 @@ def _check(item: Item, cfg: FilterConfig) -> tuple[Outcome, _LanguageCheck | Non
     out = Outcome(id=item.id, report=report, mode="report" if report_only else "trace")
     fails = out.fails
     details = out.details
-    steps = [s for _, s in trace.steps()]
+    steps = [s for _, group in trace.groups() for s in group]  # trace.steps() without the numbers
 
     def fail(rule: str, code: str) -> None:
         if on(rule) and code not in fails.setdefault(rule, []):
@@ -296,8 +301,10 @@ def _check(item: Item, cfg: FilterConfig) -> tuple[Outcome, _LanguageCheck | Non
         fail("status", "synth-failed")
         details["status"] = {"status": item.status, "error": item.error}
 
+    # Analyzed once: validate checks the report with this analysis, and the rules below read it.
+    analysis = analyze_report(report) if report else None
     bounds = Bounds(cfg.min_tool_calls, cfg.max_tool_calls)
-    problems = validate(trace, bounds, report_only=report_only)
+    problems = validate(trace, bounds, report_only=report_only, analysis=analysis)
     errors = [p for p in problems if p.severity == "error"]
     warnings = Counter(p.code for p in problems if p.severity == "warning")
     for p in errors:
@@ -311,10 +318,9 @@ def _check(item: Item, cfg: FilterConfig) -> tuple[Outcome, _LanguageCheck | Non
         "warnings": dict(warnings),
     }
 
-    analysis = analyze_report(report) if report else None
     if not report_only:
         per_subtask = [len(s.tool_calls) for s in trace.subtasks] or [
-            sum(isinstance(s, WebSearch | CrawlPage) for s in trace.preamble)
+            sum(isinstance(s, _TOOL_CALLS) for s in trace.preamble)
         ]
         details["tool_calls"] = {
             "per_subtask": per_subtask,
@@ -413,8 +419,9 @@ def _evaluate_chunk(args: tuple[list[Item], FilterConfig]) -> list[Outcome]:
     return evaluate_batch(items, cfg)
 
 
-# A worker starts in about a second (imports, the language model); below this many traces one
-# process is done first, so automatic parallelism (`workers` 0) waits for bigger batches.
+# Workers start in about half a second (the fork server and its imports, then the language model
+# from its cache: `oresearch_cli.textutil.lang`); below this many traces one process is done
+# first, so automatic parallelism (`workers` 0) waits for bigger batches.
 PARALLEL_MIN = 1500
 CHUNK = 200  # traces per task: big enough for the batched language check, small for even load
 
@@ -474,6 +481,12 @@ def run_rules(
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver" if os.name != "nt" else "spawn")
+    if os.name != "nt":
+        # The fork server imports these once and every worker is forked from it with them loaded,
+        # instead of each importing them anew (py3langid brings numpy: a third of a second each).
+        # `__main__` is the default preload; it stays. No effect when this process's fork server
+        # already runs: its workers then import as before.
+        context.set_forkserver_preload(["__main__", __name__, "py3langid"])
     with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context) as pool:
         for outcomes in pool.map(_evaluate_chunk, [(c, cfg) for c in chunks]):
             results += outcomes

@@ -62,15 +62,21 @@ def observed_urls(trace: Trace, include_crawled: bool = False) -> list[str]:
     With `include_crawled`, also the URLs of answered crawl calls: a page the agent read is a
     source even when its text does not repeat its own address.
     """
-    urls = [url for obs in trace.observations for url in find_urls(obs.text)]
-    if include_crawled:
-        urls += [
-            url
-            for call in tool_calls(trace)
-            if call.kind == tags.CRAWL_PAGE and call.answered
-            for url in call.urls
-        ]
-    return unique(urls)
+    # One walk over the steps (validate calls this for every trace): observation URLs in step
+    # order, then the URLs of answered crawl calls in call order, as `tool_calls` lists them.
+    urls: list[str] = []
+    crawled: list[str] = []
+    for _, steps in trace.groups():
+        for index, step in enumerate(steps):
+            if isinstance(step, Observation):
+                urls += find_urls(step.text)
+            elif (
+                include_crawled
+                and isinstance(step, CrawlPage)
+                and isinstance(_next_step(steps, index), Observation)
+            ):
+                crawled += step.urls
+    return unique(urls + crawled)
 
 
 def has_tags(trace: Trace) -> bool:

@@ -13,8 +13,10 @@ from typing import ClassVar
 
 from oresearch_cli.trace import tags
 
-# `1. a 2. b` on one line (as the paper writes it) or one item per line; bullets too.
-_NUMBER = re.compile(r"(?:^|(?<=\s))\d{1,2}\s*[.)、:：]\s+")
+# `1. a 2. b` on one line (as the paper writes it) or one item per line; bullets too. A number at
+# the start or after whitespace: the lookbehind follows the first digit (`(?<!\S\d)` is "nothing
+# but whitespace before it"), so the engine skips ahead to digits instead of trying every position.
+_NUMBER = re.compile(r"\d(?<!\S\d)\d?\s*[.)、:：]\s+")
 _BULLET = re.compile(r"^\s*[-*•]\s+(.+?)\s*$", re.MULTILINE)
 
 
@@ -194,12 +196,24 @@ def line_of(text: str, offset: int) -> int:
 
 
 class LineIndex:
-    """Offset -> line for many lookups in one text (a count per lookup is quadratic on big traces)."""
+    """Offset -> line for many lookups in one text (a count per lookup is quadratic on big traces).
+
+    Most texts get only a few lookups (a valid trace: none), so the first few count newlines and
+    the index is built only when more come; both give the same line."""
+
+    _COUNTED = 8  # lookups answered by counting before the index is built
 
     def __init__(self, text: str) -> None:
-        self._starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self._text = text
+        self._starts: list[int] | None = None
+        self._lookups = 0
 
     def line(self, offset: int | None) -> int | None:
         if offset is None or offset < 0:
             return None
+        if self._starts is None:
+            self._lookups += 1
+            if self._lookups <= self._COUNTED:
+                return self._text.count("\n", 0, offset) + 1
+            self._starts = [0] + [m.end() for m in re.finditer("\n", self._text)]
         return bisect_right(self._starts, offset)

@@ -59,14 +59,11 @@ _URL_PREFIX = re.compile(r"^(?:\s*(?:urls?|links?)\s*[=:]\s*)+", re.IGNORECASE)
 _QUERY_SPLIT = re.compile(r"\s*(?:\||\n)\s*")
 _URL_SPLIT = re.compile(r"[|\s]+|,(?=\s*https?://)")
 _QUOTES = ("\"'", "“”", "‘’", "「」", "『』")
-
-
-@dataclass(slots=True)
-class _Token:
-    tag: str
-    close: bool
-    start: int
-    end: int
+# A query none of these can touch is already clean (no prefix without `=`/`:`, no count or option
+# without `&`, no quotes): most queries are, and skip the cleaning loop.
+_QUERY_UNPLAIN = frozenset("&=:" + "".join(_QUOTES))
+# A URL token is already clean unless it starts like `url=`/`link:` or has quotes or junk at its ends.
+_URL_EDGE = frozenset("uUlL<>,;" + "".join(_QUOTES))
 
 
 @dataclass(slots=True)
@@ -84,31 +81,41 @@ _CANONICAL = {tags.open_tag(t): (t, False) for t in tags.TAGS} | {
     tags.close_tag(t): (t, True) for t in tags.TAGS
 }
 
+# A token is (tag, is_closer, start, end): plain tuples, as a trace has dozens and a batch millions.
+_Token = tuple[str, bool, int, int]
+
 
 def _tokens(text: str, notes: list[ParseNote]) -> list[_Token]:
-    result = []
-    for m in tags.TAG_RE.finditer(text):
-        raw = m.group(0)
-        known = _CANONICAL.get(raw)
+    result: list[_Token] = []
+    append = result.append
+    canonical = _CANONICAL.get
+    for m in tags.TAG_SCAN_RE.finditer(text):
+        raw = m.group()
+        start, end = m.span()
+        known = canonical(raw)
         if known is None:
-            tag, close = m.lastgroup or "", m.group("close") is not None
-            canonical = tags.close_tag(tag) if close else tags.open_tag(tag)
-            notes.append(ParseNote("tag-spelling", f"{raw!r} read as {canonical}", m.start()))
+            # TAG_RE matches exactly where TAG_SCAN_RE does; only it says which tag a spelling is.
+            full = tags.TAG_RE.match(text, start)
+            assert full is not None and full.end() == end
+            tag, close = full.lastgroup or "", full.group("close") is not None
+            spelled = tags.close_tag(tag) if close else tags.open_tag(tag)
+            notes.append(ParseNote("tag-spelling", f"{raw!r} read as {spelled}", start))
+            append((tag, close, start, end))
         else:
-            tag, close = known
-        result.append(_Token(tag, close, m.start(), m.end()))
+            append((known[0], known[1], start, end))
     return result
 
 
 def _find_closer(tokens: list[_Token], i: int) -> int | None:
     """Index of the closer of the opener at `i`, or None when a barrier or the end comes first."""
-    tag = tokens[i].tag
+    tag = tokens[i][0]
+    barriers = _BARRIERS if tag != tags.OBSERVATION else ()
     for k in range(i + 1, len(tokens)):
-        token = tokens[k]
-        if token.tag == tag:
+        other, close, _, _ = tokens[k]
+        if other == tag:
             # The element's own closer ends it; a second opener of the same tag means it was never closed.
-            return k if token.close else None
-        if tag != tags.OBSERVATION and not token.close and token.tag in _BARRIERS:
+            return k if close else None
+        if not close and other in barriers:
             return None
     return None
 
@@ -131,85 +138,84 @@ def _elements(text: str, notes: list[ParseNote]) -> list[_Element]:
     elements: list[_Element] = []
     pos = 0
     i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        _add_text(elements, text, pos, token.start)
-        if not token.close:
-            j = _find_closer(tokens, i)
+    n = len(tokens)
+    while i < n:
+        tag, close, start, end = tokens[i]
+        if pos < start:  # `_add_text`, inlined: it runs between every two elements
+            last = elements[-1] if elements else None
+            if last is not None and last.tag is None:
+                last.content += text[pos:start]
+                last.end = start
+            elif not (chunk := text[pos:start]).isspace():  # isspace: what strip() removes, all of it
+                elements.append(_Element(None, chunk, pos, pos, start))
+        if not close:
+            if i + 1 < n and tokens[i + 1][0] == tag:  # the usual case, decided as `_find_closer` would
+                j = i + 1 if tokens[i + 1][1] else None
+            else:
+                j = _find_closer(tokens, i)
             if j is not None:
-                closer = tokens[j]
-                if j > i + 1 and token.tag != tags.OBSERVATION:
-                    inner = tokens[i + 1]
-                    code = "tag-in-think" if token.tag == tags.THINK else "nested-tag"
+                closer_start, closer_end = tokens[j][2], tokens[j][3]
+                if j > i + 1 and tag != tags.OBSERVATION:
+                    inner_start, inner_end = tokens[i + 1][2], tokens[i + 1][3]
+                    code = "tag-in-think" if tag == tags.THINK else "nested-tag"
                     notes.append(
                         ParseNote(
                             code,
-                            f"<{token.tag}> contains a tag ({text[inner.start : inner.end]}); kept as text",
-                            inner.start,
+                            f"<{tag}> contains a tag ({text[inner_start:inner_end]}); kept as text",
+                            inner_start,
                         )
                     )
-                elements.append(
-                    _Element(
-                        token.tag,
-                        text[token.end : closer.start],
-                        token.start,
-                        token.end,
-                        closer.end,
-                        closed=True,
-                    )
-                )
-                pos = closer.end
+                elements.append(_Element(tag, text[end:closer_start], start, end, closer_end, closed=True))
+                pos = closer_end
                 i = j + 1
             else:
-                end = tokens[i + 1].start if i + 1 < len(tokens) else len(text)
+                stop = tokens[i + 1][2] if i + 1 < n else len(text)
                 notes.append(
                     ParseNote(
                         "unclosed-tag",
-                        f"<{token.tag}> is never closed; closed where the next tag starts",
-                        token.start,
+                        f"<{tag}> is never closed; closed where the next tag starts",
+                        start,
                     )
                 )
-                elements.append(_Element(token.tag, text[token.end : end], token.start, token.end, end))
-                pos = end
+                elements.append(_Element(tag, text[end:stop], start, end, stop))
+                pos = stop
                 i += 1
             continue
-        _orphan_closer(elements, token, notes)
-        pos = token.end
+        _orphan_closer(elements, tag, start, end, notes)
+        pos = end
         i += 1
     _add_text(elements, text, pos, len(text))
     return elements
 
 
-def _orphan_closer(elements: list[_Element], token: _Token, notes: list[ParseNote]) -> None:
+def _orphan_closer(elements: list[_Element], tag: str, start: int, end: int, notes: list[ParseNote]) -> None:
     gap = elements[-1] if elements and elements[-1].tag is None else None
     previous = elements[-2] if gap is not None and len(elements) > 1 else None
     if gap is None and elements:
         previous = elements[-1]
-    if previous is not None and previous.tag == token.tag and previous.closed:
+    if previous is not None and previous.tag == tag and previous.closed:
         # Closed again after more text: the model went on writing the same element.
         notes.append(
-            ParseNote(
-                "repeated-closer", f"</{token.tag}> closes an element already closed; merged", token.start
-            )
+            ParseNote("repeated-closer", f"</{tag}> closes an element already closed; merged", start)
         )
         if gap is not None:
             previous.content += gap.content
             elements.pop()
-        previous.end = token.end
+        previous.end = end
         return
     if gap is not None:
         notes.append(
             ParseNote(
                 "missing-opener",
-                f"</{token.tag}> has no opener; the text before it is read as <{token.tag}>",
+                f"</{tag}> has no opener; the text before it is read as <{tag}>",
                 gap.start,
             )
         )
-        gap.tag = token.tag
-        gap.end = token.end
+        gap.tag = tag
+        gap.end = end
         gap.closed = True
         return
-    notes.append(ParseNote("orphan-closer", f"</{token.tag}> has no opener; dropped", token.start))
+    notes.append(ParseNote("orphan-closer", f"</{tag}> has no opener; dropped", start))
 
 
 def _strip_quotes(value: str) -> str:
@@ -262,6 +268,8 @@ def parse_search(content: str, default_count: int = tags.DEFAULT_SERP_NUM) -> tu
         return ""
 
     def clean(query: str) -> str:
+        if query == query.strip() and _QUERY_UNPLAIN.isdisjoint(query):
+            return query  # what the loop below returns for it
         # Quotes can hide a count (`"a&num=5"`): strip and extract until nothing changes.
         while True:
             cleaned = _COUNT_PARAM.sub(take_count, _clean(query, _QUERY_PREFIX)).strip()
@@ -271,7 +279,9 @@ def parse_search(content: str, default_count: int = tags.DEFAULT_SERP_NUM) -> tu
             query = cleaned
 
     body = _COUNT_PARAM.sub(take_count, body)
-    queries = (clean(q) for q in _QUERY_SPLIT.split(body))
+    # One query needs no split (the pattern needs a `|` or a newline), and splitting scans every position.
+    parts = _QUERY_SPLIT.split(body) if "|" in body or "\n" in body else [body]
+    queries = (clean(q) for q in parts)
     return tuple(q for q in queries if q), count
 
 
@@ -291,13 +301,18 @@ def _json_urls(value: str) -> list[str] | None:
 
 def parse_urls(content: str) -> tuple[str, ...]:
     """URLs of a `<crawl_page>`: separated by `|`, whitespace or newlines (a JSON list works too)."""
-    body = _MARKDOWN_LINK.sub(r"\1", content.strip())
+    body = content.strip()
+    if "[" in body:
+        body = _MARKDOWN_LINK.sub(r"\1", body)
     from_json = _json_urls(body)
     if from_json is not None:
         return tuple(from_json)
     urls: list[str] = []
     for token in _URL_SPLIT.split(body):
-        url = _clean(token, _URL_PREFIX, "<>,;")
+        if token == token.strip() and token[:1] not in _URL_EDGE and token[-1:] not in _URL_EDGE:
+            url = token  # what `_clean` returns for it
+        else:
+            url = _clean(token, _URL_PREFIX, "<>,;")
         if url:
             expanded = _json_urls(url)
             urls += expanded if expanded is not None else [url]
@@ -308,26 +323,26 @@ def _leading_space(value: str) -> int:
     return len(value) - len(value.lstrip())
 
 
+# Elements whose step is their stripped text.
+_TEXT_STEPS: dict[str, type[Think | Plan | Observation | SubtaskAnswer | SubtaskList]] = {
+    tags.THINK: Think,
+    tags.PLAN: Plan,
+    tags.OBSERVATION: Observation,
+    tags.SUBTASK_ANSWER: SubtaskAnswer,
+    tags.SUBTASK_LIST: SubtaskList,
+}
+
+
 def _step(element: _Element) -> Step:
-    text = element.content.strip()
-    offset = element.start
     tag = element.tag
     if tag is None:
-        return Text(text, offset=element.start + _leading_space(element.content))
-    if tag == tags.THINK:
-        return Think(text, offset=offset)
-    if tag == tags.PLAN:
-        return Plan(text, offset=offset)
+        return Text(element.content.strip(), offset=element.start + _leading_space(element.content))
     if tag == tags.WEB_SEARCH:
         queries, count = parse_search(element.content)
-        return WebSearch(queries, count, offset=offset)
+        return WebSearch(queries, count, offset=element.start)
     if tag == tags.CRAWL_PAGE:
-        return CrawlPage(parse_urls(element.content), offset=offset)
-    if tag == tags.OBSERVATION:
-        return Observation(text, offset=offset)
-    if tag == tags.SUBTASK_ANSWER:
-        return SubtaskAnswer(text, offset=offset)
-    return SubtaskList(text, offset=offset)
+        return CrawlPage(parse_urls(element.content), offset=element.start)
+    return _TEXT_STEPS.get(tag, SubtaskList)(element.content.strip(), offset=element.start)
 
 
 def parse(text: str) -> Trace:
@@ -360,14 +375,15 @@ def parse(text: str) -> Trace:
             container = trace.trailer
         else:
             step = _step(element)
-            if container is trace.trailer and not isinstance(step, Text):
+            if element.tag is None:  # a Text step
+                if container and isinstance(container[-1], Text):
+                    # Two texts meet only when something between them moved (a report): one text, as render joins them.
+                    container[-1] = Text(f"{container[-1].text}\n{step.text}", offset=container[-1].offset)
+                    continue
+            elif container is trace.trailer:
                 notes.append(
                     ParseNote("content-after-report", f"<{step.kind}> follows the report", element.start)
                 )
-            if isinstance(step, Text) and container and isinstance(container[-1], Text):
-                # Two texts meet only when something between them moved (a report): one text, as render joins them.
-                container[-1] = Text(f"{container[-1].text}\n{step.text}", offset=container[-1].offset)
-            else:
-                container.append(step)
+            container.append(step)
     notes.sort(key=lambda n: n.offset)
     return trace

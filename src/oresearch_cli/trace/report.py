@@ -7,8 +7,9 @@ DeepResearch Bench report), English or Chinese. Offsets are indices into the rep
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from oresearch_cli.trace.urls import MARKDOWN_LINK_RE, URL_RE, clean_url, find_urls, unique
 
@@ -58,6 +59,7 @@ _ENTRY = re.compile(
     re.MULTILINE,
 )
 _BULLET = re.compile(r"^[ \t]*(?:[-*+•][ \t]+)(?P<rest>[^\n]*?)[ \t]*$", re.MULTILINE)
+_BULLETS = ("-", "*", "+", "•")  # what a `_BULLET` line starts with after its indent
 _CITATION = re.compile(
     r"(?<!!)[\[【]\^?[ \t]*(?P<body>\d{1,4}(?:[ \t]*[-–—~][ \t]*\d{1,4})?"
     r"(?:[ \t]*[,，、;；][ \t]*\^?\d{1,4}(?:[ \t]*[-–—~][ \t]*\d{1,4})?)*)[ \t]*[\]】](?![(:])"
@@ -129,36 +131,56 @@ def classify_heading(title: str, exact: bool = False) -> str:
     return BODY
 
 
+_FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
+
+
 def _code_spans(text: str) -> list[tuple[int, int]]:
-    spans = []
-    for m in re.finditer(
-        r"^[ \t]*(```|~~~)[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", text, re.MULTILINE | re.DOTALL
-    ):
-        spans.append((m.start(), m.end()))
-    return spans
+    if "```" not in text and "~~~" not in text:  # most reports: skip the scan
+        return []
+    return [(m.start(), m.end()) for m in _FENCE.finditer(text)]
 
 
 def _inside(offset: int, spans: list[tuple[int, int]]) -> bool:
     return any(start <= offset < end for start, end in spans)
 
 
+_classify_cached = lru_cache(maxsize=8192)(classify_heading)
+
+
+def _classify(title: str, exact: bool = False) -> str:
+    """`classify_heading`, cached: it is pure and reports share most heading lines (long ones,
+    rare and unlike each other, are not kept)."""
+    return _classify_cached(title, exact) if len(title) <= 200 else classify_heading(title, exact)
+
+
 def find_sections(text: str) -> list[Section]:
     """Headings in order: `#` headings (outside code blocks) and bare keyword lines such as `参考文献：`."""
     code = _code_spans(text)
     found: list[Section] = []
-    for m in _ATX.finditer(text):
-        if _inside(m.start(), code):
+    # `_ATX` and `_LINE` match within one line from its start, so matching each at every line
+    # start equals their `finditer` (which would try every position of the text); a cheap test
+    # of the line first skips lines that cannot match. A line yields at most one section, so
+    # `found` is in offset order.
+    start = 0
+    for line in text.split("\n"):
+        offset = start
+        start += len(line) + 1
+        if line[:4].lstrip(" \t")[:1] == "#":
+            m = _ATX.match(text, offset)
+            if m is not None:
+                if not (code and _inside(offset, code)):
+                    title = m.group("title").strip()
+                    found.append(Section(title, _classify(title), len(m.group("hashes")), offset))
+                continue
+        stripped = line.strip(" \t")
+        if not stripped or len(stripped) > 60:  # `_LINE` takes at most 60 characters between blanks
             continue
-        title = m.group("title").strip()
-        found.append(Section(title, classify_heading(title), len(m.group("hashes")), m.start()))
-    atx_offsets = {s.offset for s in found}
-    for m in _LINE.finditer(text):
-        if m.start() in atx_offsets or _inside(m.start(), code) or m.group("title").lstrip().startswith("#"):
+        m = _LINE.match(text, offset)
+        if m is None or (code and _inside(offset, code)) or m.group("title").lstrip().startswith("#"):
             continue
-        kind = classify_heading(m.group("title"), exact=True)
+        kind = _classify(m.group("title"), True)
         if kind:
-            found.append(Section(_EMPHASIS.sub("", m.group("title")).strip(), kind, 0, m.start()))
-    found.sort(key=lambda s: s.offset)
+            found.append(Section(_EMPHASIS.sub("", m.group("title")).strip(), kind, 0, offset))
     return _mark_titles(found)
 
 
@@ -254,37 +276,66 @@ def parse_references(text: str, start: int = 0, end: int | None = None) -> list[
     end = len(text) if end is None else end
     block = text[start:end]
     found: list[Reference] = []
-    taken: set[int] = set()
-    for m in _ENTRY.finditer(block):
-        number = next(int(g) for g in m.group("a", "b", "c", "d") if g is not None)
-        rest = m.group("rest") or ""
-        url, title = _parse_entry(rest)
-        if url is None:
-            # A URL alone on the next line belongs to this entry.
-            following = block[m.end() :].lstrip("\n").split("\n", 1)[0]
-            if URL_RE.match(following.strip()):
-                url = clean_url(following.strip())
-        found.append(Reference(number, url, title, start + m.start()))
-        taken.add(m.start())
-    for m in _BULLET.finditer(block):
-        if m.start() in taken or _ENTRY.match(m.group(0)):
+    # `_ENTRY` and `_BULLET` match within one line from its start: matching at each line start
+    # equals their `finditer`, and a line that is an entry is never also taken as a bullet, so
+    # one pass finds the same references in offset order.
+    at = 0
+    for line in block.split("\n"):
+        offset = at
+        at += len(line) + 1
+        m = _ENTRY.match(block, offset)
+        if m is not None:
+            number = int(m.group("a") or m.group("b") or m.group("c") or m.group("d"))
+            url, title = _parse_entry(m.group("rest") or "")
+            if url is None:
+                # A URL alone on the next line belongs to this entry.
+                following = block[m.end() :].lstrip("\n").split("\n", 1)[0]
+                if URL_RE.match(following.strip()):
+                    url = clean_url(following.strip())
+            found.append(Reference(number, url, title, start + offset))
+            continue
+        if line.lstrip(" \t")[:1] not in _BULLETS:
+            continue
+        m = _BULLET.match(block, offset)
+        if m is None or _ENTRY.match(m.group(0)):
             continue
         url, title = _parse_entry(m.group("rest"))
         if url:
-            found.append(Reference(None, url, title, start + m.start()))
-    found.sort(key=lambda r: r.offset)
+            found.append(Reference(None, url, title, start + offset))
     return found
+
+
+def _citation_matches(text: str) -> Iterator[re.Match[str]]:
+    """`_CITATION.finditer(text)`, found faster: a match starts at a `[` or `【`, so only those
+    (found with str.find) are tried, in order, never inside the previous match."""
+    end = 0
+    square, lenticular = text.find("["), text.find("【")
+    while square >= 0 or lenticular >= 0:
+        if lenticular < 0 or 0 <= square < lenticular:
+            at, square = square, text.find("[", square + 1)
+        else:
+            at, lenticular = lenticular, text.find("【", lenticular + 1)
+        if at >= end and (m := _CITATION.match(text, at)) is not None:
+            yield m
+            end = m.end()
 
 
 def find_citations(text: str, skip: tuple[int, int] | None = None) -> list[Citation]:
     """In-text citation markers, outside the span `skip` (the reference list)."""
     found = []
-    for m in _CITATION.finditer(text):
-        if skip and skip[0] <= m.start() < skip[1]:
+    for m in _citation_matches(text):
+        start = m.start()
+        if skip and skip[0] <= start < skip[1]:
+            continue
+        body = m.group("body")
+        if body.isdecimal():  # the common `[n]`: one part, no range (what the loop below finds for it)
+            number = int(body)
+            if number <= MAX_REFERENCE_NUMBER:
+                found.append(Citation((number,), start, m.group(0)))
             continue
         numbers: list[int] = []
         malformed = False
-        for part in _PART.finditer(m.group("body")):
+        for part in _PART.finditer(body):
             low = int(part.group(1))
             high = int(part.group(2)) if part.group(2) else low
             if high < low or high - low > _MAX_RANGE:
@@ -293,9 +344,9 @@ def find_citations(text: str, skip: tuple[int, int] | None = None) -> list[Citat
             numbers += [n for n in range(low, high + 1) if n <= MAX_REFERENCE_NUMBER]
         if malformed:
             # One impossible part (`[41-29]`) shows the marker is an id, not reference numbers.
-            found.append(Citation((), m.start(), m.group(0), malformed=True))
+            found.append(Citation((), start, m.group(0), malformed=True))
         elif numbers:
-            found.append(Citation(tuple(numbers), m.start(), m.group(0)))
+            found.append(Citation(tuple(numbers), start, m.group(0)))
     return found
 
 

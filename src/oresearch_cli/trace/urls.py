@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
@@ -26,9 +27,27 @@ def clean_url(url: str) -> str:
 
 def find_urls(text: str) -> list[str]:
     """Every http(s) URL in `text` (markdown links included), cleaned, in order, repeats kept."""
-    return [cleaned for m in URL_RE.finditer(text) if (cleaned := clean_url(m.group(0)))]
+    return [cleaned for m in _url_matches(text) if (cleaned := clean_url(m.group(0)))]
 
 
+def _url_matches(text: str) -> Iterator[re.Match[str]]:
+    """`URL_RE.finditer(text)`, found faster: every match has its `://` 4 or 5 characters after its
+    start, so only the places before a `://` (found with str.find, far quicker than the regex's
+    scan of every position) are tried, leftmost first, never inside the previous match."""
+    end = 0
+    colon = text.find("://")
+    while colon >= 0:
+        for start in (colon - 5, colon - 4):
+            if start >= end:
+                m = URL_RE.match(text, start)
+                if m is not None:
+                    yield m
+                    end = m.end()
+                    break
+        colon = text.find("://", max(colon + 1, end))
+
+
+@lru_cache(maxsize=65536)  # urlsplit's own cache holds 128 URLs; normalize_url's calls evict them
 def is_url(value: str) -> bool:
     try:
         parts = urlsplit(value)

@@ -26,7 +26,7 @@ from oresearch_cli.trace.model import (
     WebSearch,
 )
 from oresearch_cli.trace.parse import parse
-from oresearch_cli.trace.report import analyze_report
+from oresearch_cli.trace.report import ReportAnalysis, analyze_report
 from oresearch_cli.trace.urls import is_url, normalize_url
 
 Severity = Literal["error", "warning"]
@@ -110,35 +110,45 @@ def validate(
     bounds: Bounds | None = None,
     *,
     report_only: bool = False,
+    analysis: ReportAnalysis | None = None,
 ) -> list[Problem]:
     """Every problem of `trace` (a Trace or its text), in text order.
 
     With `report_only` only the report is checked (a bare text is the report itself) and the
     trace-order rules and the observed-URL rule are skipped: for articles such as DRB reports.
+    `analysis`: `analyze_report` of the report, when the caller has it (the filter needs it too);
+    it is used only if it is of the very text checked here, else the report is analyzed anew.
     """
     bounds = bounds or Bounds()
     if isinstance(trace, str):
         if report_only:
-            return validate_report(trace)
+            return validate_report(trace, analysis=analysis)
         trace = parse(trace)
     out = _Collector(trace.source)
     for note in trace.notes:
         if not report_only or note.code in ("missing-opener", "repeated-report"):
             out.add(note.code, note.message, note.offset, _subtask_at(trace, note.offset))
     if report_only:
-        _check_report_of(trace, out, observed=None, bare_text_is_report=True)
+        _check_report_of(trace, out, observed=None, bare_text_is_report=True, analysis=analysis)
     else:
         _check_structure(trace, bounds, out)
         _check_report_of(
-            trace, out, observed=observed_urls(trace, include_crawled=True), bare_text_is_report=False
+            trace,
+            out,
+            observed=observed_urls(trace, include_crawled=True),
+            bare_text_is_report=False,
+            analysis=analysis,
         )
     return _sorted(out.problems)
 
 
-def validate_report(text: str, observed: list[str] | None = None) -> list[Problem]:
-    """Problems of a report text. `observed`: URLs its references must come from (None: not checked)."""
+def validate_report(
+    text: str, observed: list[str] | None = None, *, analysis: ReportAnalysis | None = None
+) -> list[Problem]:
+    """Problems of a report text. `observed`: URLs its references must come from (None: not checked).
+    `analysis`: as for `validate`."""
     out = _Collector(text)
-    _check_report(text, 0, observed, out)
+    _check_report(text, 0, observed, out, analysis)
     return _sorted(out.problems)
 
 
@@ -170,10 +180,10 @@ def _check_structure(trace: Trace, bounds: Bounds, out: _Collector) -> None:
             "the trace has no <subtask>; work through each subtask under its own <subtask> tag",
             0,
         )
-    elif subtask_list is not None and subtask_list.items and len(subtask_list.items) != len(trace.subtasks):
+    elif subtask_list is not None and (items := subtask_list.items) and len(items) != len(trace.subtasks):
         out.add(
             "subtask-count-mismatch",
-            f"the subtask list names {len(subtask_list.items)} subtasks but the trace has {len(trace.subtasks)}",
+            f"the subtask list names {len(items)} subtasks but the trace has {len(trace.subtasks)}",
             subtask_list.offset,
         )
     for step in trace.preamble:
@@ -187,7 +197,7 @@ def _check_structure(trace: Trace, bounds: Bounds, out: _Collector) -> None:
         groups.append((None, trace.preamble, None))
     for number, steps, subtask in groups:
         _check_order(steps, number, out)
-        calls = [s for s in steps if isinstance(s, WebSearch | CrawlPage)]
+        calls = [s for s in steps if isinstance(s, _TOOL_CALLS)]
         where = f"subtask {number}" if number is not None else "the trace"
         offset = subtask.offset if subtask is not None else (calls[0].offset if calls else 0)
         if len(calls) < bounds.min_tool_calls:
@@ -228,8 +238,14 @@ def _check_structure(trace: Trace, bounds: Bounds, out: _Collector) -> None:
         )
 
 
+# Tuples, not `A | B`: isinstance is faster with them, and these run for every step of every trace.
+_WRITTEN = (Think, Plan, SubtaskAnswer, SubtaskList)
+_TOOL_CALLS = (WebSearch, CrawlPage)
+_ACTIONS = (Plan, WebSearch, CrawlPage)
+
+
 def _check_empty(step: Step, number: int | None, out: _Collector) -> None:
-    if isinstance(step, Think | Plan | SubtaskAnswer | SubtaskList) and not step.text.strip():
+    if isinstance(step, _WRITTEN) and not step.text.strip():
         out.add("empty-step", f"<{step.kind}> is empty", step.offset, number)
 
 
@@ -251,15 +267,19 @@ def _check_order(steps: list[Step], number: int | None, out: _Collector) -> None
                     number,
                 )
             thought = False
-        elif isinstance(step, Plan | WebSearch | CrawlPage) and not thought:
+        elif isinstance(step, _ACTIONS) and not thought:
             what = "<plan>" if isinstance(step, Plan) else f"<{step.kind}>"
             out.add(
                 "think-before-action", f"{what} has no <think> before it; reason first", step.offset, number
             )
             thought = True  # one missing think is one problem, not one per action it precedes
-        if isinstance(step, WebSearch | CrawlPage):
+        if isinstance(step, _TOOL_CALLS):
             _check_call(step, number, out)
-            following = next((s for s in steps[index + 1 :] if not isinstance(s, Text)), None)
+            following = None
+            for k in range(index + 1, len(steps)):
+                if not isinstance(steps[k], Text):
+                    following = steps[k]
+                    break
             if not isinstance(following, Observation):
                 out.add(
                     "tool-call-without-observation",
@@ -295,11 +315,15 @@ def _snippet(text: str, width: int = 60) -> str:
 
 
 def _check_report_of(
-    trace: Trace, out: _Collector, observed: list[str] | None, bare_text_is_report: bool
+    trace: Trace,
+    out: _Collector,
+    observed: list[str] | None,
+    bare_text_is_report: bool,
+    analysis: ReportAnalysis | None,
 ) -> None:
     if trace.report is not None:
         if trace.report.text.strip():
-            _check_report(trace.report.text, max(trace.report.text_offset, 0), observed, out)
+            _check_report(trace.report.text, max(trace.report.text_offset, 0), observed, out, analysis)
         return
     text = report_text(trace, bare_text_is_report=bare_text_is_report)
     if text is None or not text.strip():
@@ -308,11 +332,14 @@ def _check_report_of(
         return
     # A bare article: its text starts at the first stray text's offset.
     first = trace.preamble[0].offset if trace.preamble and not has_tags(trace) else 0
-    _check_report(text, max(first, 0), observed, out)
+    _check_report(text, max(first, 0), observed, out, analysis)
 
 
-def _check_report(text: str, base: int, observed: list[str] | None, out: _Collector) -> None:
-    analysis = analyze_report(text)
+def _check_report(
+    text: str, base: int, observed: list[str] | None, out: _Collector, analysis: ReportAnalysis | None
+) -> None:
+    if analysis is None or analysis.text != text:
+        analysis = analyze_report(text)
     for section in analysis.missing_sections:
         hint = {
             "introduction": '"## Introduction" (or 引言/概述)',
