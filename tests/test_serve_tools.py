@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-from oresearch_cli.cli import _register, app
+from oresearch_cli.cli import app, register
 from oresearch_cli.server.tools_app import create_tools_app
 from oresearch_cli.tools import open_toolbox
 from oresearch_cli.tools.backends.web import RetrieverSearch
@@ -143,7 +143,7 @@ def test_serve_without_tools_only_plans_a_model_server(tmp_path: Path) -> None:
     checkpoint = tmp_path / "ckpt"
     checkpoint.mkdir()
     (checkpoint / "config.json").write_text("{}")
-    _register()
+    register([])
     result = CliRunner().invoke(
         app,
         [

@@ -130,9 +130,9 @@ def test_parse_ttl() -> None:
 def test_ws_status_shows_the_cache(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from oresearch_cli.cli import _register, app
+    from oresearch_cli.cli import app, register
 
-    _register()
+    register([])
     ws = Workspace.open(tmp_path / "ws")
     cache = ToolCache.for_workspace(ws)
     cache.put("search", "serper", {"q": "a", "num": 1}, [])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from oresearch_cli.cli import _register, app
+from oresearch_cli.cli import app, register
 from oresearch_cli.tools import (
     BackendConfigError,
     ChatSummarizer,
@@ -26,7 +26,7 @@ from oresearch_cli.workspace import Workspace
 from tools_support import LoopbackServer, Seen, loopback_only, send, send_json, write_jsonl  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("loopback_only")
-_register()
+register([])
 runner = CliRunner()
 
 

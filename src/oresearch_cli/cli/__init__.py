@@ -35,19 +35,36 @@ def _root(
     """ores: every stage reads and writes a DuckDB-indexed workspace, and pipes JSONL with `-o -`."""
 
 
-def _register() -> None:
-    # Each command (group) lives in a `*_cmd` module of this package; importing it registers it on `app`.
-    import importlib
+def command_modules() -> dict[str, str]:
+    """Command name -> the `*_cmd` module of this package that registers it (named after it)."""
     import pkgutil
 
     import oresearch_cli.cli as package
 
-    for module in sorted(m.name for m in pkgutil.iter_modules(package.__path__) if m.name.endswith("_cmd")):
-        importlib.import_module(f"oresearch_cli.cli.{module}")
+    return {
+        m.name.removesuffix("_cmd"): f"oresearch_cli.cli.{m.name}"
+        for m in pkgutil.iter_modules(package.__path__)
+        if m.name.endswith("_cmd")
+    }
+
+
+def register(argv: list[str]) -> None:
+    """Import the command module(s) `argv` needs; importing one registers its command on `app`.
+
+    Only the invoked command's module is imported (the root takes no option with a value, so the
+    first bare word is the command): `ores seed` need not load the search backends, and every
+    command starts about half a second sooner. Help, `--version` or an unknown word load them all.
+    """
+    import importlib
+
+    modules = command_modules()
+    word = next((a for a in argv if not a.startswith("-")), None)
+    for name in [word] if word in modules else sorted(modules):
+        importlib.import_module(modules[name])
 
 
 def main() -> None:
-    _register()
+    register(sys.argv[1:])
     try:
         app()
     except OresError as exc:

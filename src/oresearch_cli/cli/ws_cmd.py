@@ -11,7 +11,6 @@ import typer
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import JsonOption, WsOption, default_ws, out, print_json, table
 from oresearch_cli.records import write_jsonl
-from oresearch_cli.tools.cache import cache_stats
 from oresearch_cli.workspace import Workspace
 
 ws_app = typer.Typer(help="Inspect and query the workspace (catalog, runs, artifacts).", no_args_is_help=True)
@@ -39,6 +38,8 @@ def status(ws: WsOption = default_ws(), as_json: JsonOption = False) -> None:
     """What the workspace holds: runs by status and the latest artifact of each kind."""
     workspace = Workspace.open(ws, create=False)
     info = workspace.status()
+    from oresearch_cli.tools.cache import cache_stats  # loads the tools package: only here
+
     cache = cache_stats(workspace)
     if as_json:
         print_json({**info.to_dict(), "cache": cache})
