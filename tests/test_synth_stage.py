@@ -340,6 +340,11 @@ def test_kill_9_then_rerun_holds_every_seed_exactly_once(ws_dir: Path, tmp_path:
     assert len(_traces(ws_dir)) == 20 and set(final) == {s["id"] for s in seeds}
     assert all(t["status"] == "done" and t["valid"] for t in final.values())
     assert all(final[i]["trace"] == kept[i]["trace"] for i in kept)
+    # What the killed run paid for was registered by the rerun: its calls answer in `llm_calls_all`.
+    _, per_run = Workspace.open(ws_dir).sql("select run_id, count(*) from llm_calls_all group by 1")
+    assert (
+        dict(per_run).get(killed.run_id, 0) >= 3 * 3
+    )  # planner, worker and summarizer calls of each kept trace
 
 
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(ws_dir: Path, tmp_path: Path) -> None:

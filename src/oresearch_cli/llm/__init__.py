@@ -25,6 +25,7 @@ from oresearch_cli.llm.recorder import (
     Totals,
     read_call_log,
     register_call_log,
+    register_unlogged_calls,
     totals_by_trace,
 )
 from oresearch_cli.llm.routing import Router
@@ -53,5 +54,6 @@ __all__ = [
     "parse_retry_after",
     "read_call_log",
     "register_call_log",
+    "register_unlogged_calls",
     "totals_by_trace",
 ]

@@ -246,3 +246,17 @@ def register_call_log(ws: Workspace, run_id: str, path: str | Path) -> ArtifactI
         ws.refresh_views(con, CALLS_KIND)
         con.execute("COMMIT")
     return artifact
+
+
+def register_unlogged_calls(ws: Workspace, stage: str, file_name: str = "llm_calls.jsonl") -> list[str]:
+    """Register the call logs of earlier `stage` runs that never registered theirs (a `kill -9`
+    stops a run before it can): what they paid for stays answerable in `llm_calls_all`. Returns
+    the run ids registered. A run still going elsewhere registers its full log again when it ends.
+    """
+    done = []
+    for run in ws.runs(stage=stage):
+        path = ws.artifacts_dir / stage / run.run_id / file_name
+        registered = ws.artifacts(run_id=run.run_id, kind=CALLS_KIND)
+        if not registered and register_call_log(ws, run.run_id, path) is not None:
+            done.append(run.run_id)
+    return done

@@ -231,6 +231,10 @@ def run_filter(
         "field": text_field,
         "source": origin,
     }
+    if llm_config is not None:
+        from oresearch_cli.llm import register_unlogged_calls
+
+        register_unlogged_calls(ws, STAGE)  # a judge run killed before it could register its calls
     run = ws.start_run(STAGE, KIND, config, inputs=[origin])
     with run:
         judged: dict[int, JudgeResult] = {}

@@ -23,7 +23,14 @@ import pyarrow as pa
 
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
 from oresearch_cli.errors import InputError, OresError
-from oresearch_cli.llm import CallLog, LLMClient, LLMConfig, LLMError, register_call_log
+from oresearch_cli.llm import (
+    CallLog,
+    LLMClient,
+    LLMConfig,
+    LLMError,
+    register_call_log,
+    register_unlogged_calls,
+)
 from oresearch_cli.records import pick_field, read_records, source_name
 from oresearch_cli.stages.seed import ID_FIELDS, LANGUAGE_FIELDS, QUESTION_FIELDS, content_id
 from oresearch_cli.textutil import detect_language
@@ -421,6 +428,7 @@ def run_synth(
         config = synth_config(llm_config, options)
         models = models_of(llm_config)
         progress = progress or Progress()
+        _register_unlogged(ws)
         with ws.start_run(STAGE, KIND, config, inputs=[input_name], resume=True) as run:
             todo = [s for s in seeds if not run.is_done(s.id, options.retry_failed)]
             n_skipped = len(seeds) - len(todo)
@@ -476,6 +484,13 @@ def _register_calls(ws: Workspace, run_id: str, path: Path) -> None:
         register_call_log(ws, run_id, path)
     except Exception:  # noqa: BLE001 - the call log is bookkeeping; the traces matter more
         log.exception("could not register the llm call log %s", path)
+
+
+def _register_unlogged(ws: Workspace) -> None:
+    try:
+        register_unlogged_calls(ws, STAGE)
+    except Exception:  # noqa: BLE001 - bookkeeping of earlier runs must not stop this one
+        log.exception("could not register the call logs of earlier synth runs")
 
 
 def _close(toolbox: Toolbox) -> None:
