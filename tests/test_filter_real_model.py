@@ -24,13 +24,13 @@ from filter_support import traces_file
 from model_support import embedded_server  # noqa: F401  (session fixture)
 
 ATTEMPTS = 2
-# A CPU writes ~10 tokens/s: cap the answer (six scores with one-line reasons fit in ~200 tokens)
-# and the trace the judge reads, so two attempts take about a minute.
+# Two CPU cores write ~8 tokens/s: cap the answer (six scores with a few-word reason each fit in
+# ~150 tokens) and the trace the judge reads, so two attempts take well under a minute.
 CONFIG = f"""
 llm:
-  judge: {{temperature: 0.0, max_tokens: 220, timeout_s: 600, max_attempts: 1}}
+  judge: {{temperature: 0.0, max_tokens: 160, timeout_s: 600, max_attempts: 1}}
 filter:
-  judge: {{max_attempts: {ATTEMPTS}, max_chars: 2500, concurrency: 1}}
+  judge: {{max_attempts: {ATTEMPTS}, max_chars: 1500, concurrency: 1}}
 """
 
 

@@ -1,0 +1,102 @@
+"""`ores synth` end to end through a real model over real HTTP: the embedded SmolLM2-135M-Instruct
+behind `ores serve`, two questions, a small local corpus.
+
+SmolLM2-135M is weak and its wording varies, so this asserts structure only: every seed gets a
+valid trace whose tool calls really ran against the corpus, whose observations come from it, and
+whose references are pages the tools returned; every call went to the served model and was logged.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from oresearch_cli.trace import analyze_report, is_valid, observed_urls, parse, validate
+from oresearch_cli.trace.urls import normalize_url
+from oresearch_cli.workspace import Workspace
+
+from conftest import REPO, ores
+from model_support import embedded_server  # noqa: F401  (session fixture)
+from synth_support import TOPICS, build_test_corpus
+
+RECIPE = REPO / "recipes" / "synth" / "embedded-cpu.yaml"
+# The shipped CPU recipe with tighter token caps: two CPU cores make ~8 tokens/s in all, and the
+# structure asserted here does not depend on how long each piece is.
+TEST_CAPS = {"planner": 40, "worker": 32, "summarizer": 60}
+# The run (in the first test's setup) is minutes of CPU generation, not the usual seconds.
+pytestmark = pytest.mark.timeout(1200)
+QUESTIONS = [
+    {"id": "q-photo", "question": "How do plants turn light into sugar during photosynthesis?"},
+    {"id": "q-river", "question": "Which rivers carry the most water, the Amazon or the Nile?"},
+]
+
+
+@pytest.fixture(scope="module")
+def synth_run(embedded_server, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    base_url, model_name = embedded_server
+    tmp = tmp_path_factory.mktemp("synth-real")
+    ws_path = tmp / "ws"
+    build_test_corpus(Workspace.open(ws_path), tmp)
+    recipe = yaml.safe_load(RECIPE.read_text())
+    for role, cap in TEST_CAPS.items():
+        recipe["llm"][role]["max_tokens"] = cap
+    config = tmp / "recipe.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    seeds = tmp / "q.jsonl"
+    seeds.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    env = {"OPENAI_BASE_URL": base_url, "ORES_LLM_MODEL": model_name}
+    seeded = ores("seed", str(seeds), "--ws", str(ws_path), cwd=tmp, env=env)
+    assert seeded.returncode == 0, seeded.stderr
+    done = ores(
+        "synth", "--ws", str(ws_path), "--config", str(config), "--search", "local:mini", "--concurrency", "2",
+        "--max-subtasks", "1",  # over the recipe's 2: a CPU makes ~8 tokens/s; parallel subtasks are tested on the stand-in
+        cwd=tmp, env=env, timeout=1500,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ws = Workspace.open(ws_path)
+    rows = ws.read_artifact(ws.require_latest("traces", "synth"))
+    return ws_path, rows, model_name
+
+
+def test_every_seed_gets_a_valid_trace(synth_run) -> None:
+    _, rows, model_name = synth_run
+    assert sorted(r["id"] for r in rows) == sorted(q["id"] for q in QUESTIONS)
+    for row in rows:
+        assert row["status"] == "done", row["error"]
+        problems = validate(row["trace"])
+        assert is_valid(problems), [p.to_dict() for p in problems]
+        assert row["valid"] and row["completion_tokens"] > 0 and row["prompt_tokens"] > 0
+        assert set(json.loads(row["models"]).values()) == {model_name}
+
+
+def test_tool_calls_ran_against_the_corpus(synth_run) -> None:
+    _, rows, _ = synth_run
+    corpus_urls = {
+        normalize_url(f"https://en.wikipedia.org/wiki/{t.replace(' ', '_')}") for _, t, _ in TOPICS
+    }
+    corpus_texts = [x for _, _, x in TOPICS]
+    for row in rows:
+        trace = parse(row["trace"])
+        assert len(trace.subtasks) == 1
+        for subtask in trace.subtasks:
+            assert len(subtask.tool_calls) == 2  # the recipe's min and max are both 2
+        observations = [o.text for o in trace.observations]
+        # Observations are written by the environment from the corpus, never by the model.
+        assert any(text[:40] in obs for obs in observations for text in corpus_texts)
+        seen = {normalize_url(u) for u in observed_urls(trace, include_crawled=True)}
+        assert seen and seen <= corpus_urls
+        references = analyze_report(row["report"]).references
+        assert references and {normalize_url(r.url) for r in references} <= seen
+
+
+def test_every_call_went_to_the_served_model_and_was_logged(synth_run) -> None:
+    ws_path, rows, model_name = synth_run
+    # `llm_calls` is the latest run's call log: this synth run's.
+    _, calls = Workspace.open(ws_path).sql("select role, model, status, completion_tokens from llm_calls")
+    roles = {role for role, *_ in calls}
+    assert {"planner", "worker", "summarizer"} <= roles
+    assert all(model == model_name for _, model, _, _ in calls)
+    ok = [c for c in calls if c[2] == "ok"]
+    assert ok and sum(c[3] for c in ok) == sum(r["completion_tokens"] for r in rows)
