@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,20 @@ def test_junk_model_still_gives_a_valid_trace(corpus_ws: Workspace) -> None:
     assert result.valid, [p.to_dict() for p in result.problems]
     assert all(len(s.tool_calls) == 2 for s in result.trace.subtasks)
     assert {f.piece for f in result.failures} >= {"subtask_list", "step", "answer", "report"}
+    # The fallback answers quote the observed snippets, each ending on a sentence or a whole word.
+    for subtask in result.trace.subtasks:
+        quotes = re.split(r" \[\d+\] ?", subtask.answer or "")
+        assert [q for q in quotes if q] and all(q.endswith((".", "…")) for q in quotes if q), subtask.answer
+
+
+def test_fallback_excerpts_end_on_a_sentence_or_a_whole_word() -> None:
+    from oresearch_cli.agent.worker import _excerpt
+
+    text = "Lava flows from vents. Ash rises into the stratosphere and cools the climate for years afterwards"
+    assert _excerpt(text, 200) == text + "."
+    assert _excerpt(text, 60) == "Lava flows from vents."
+    assert _excerpt("A volcano is a vent or fissure in the crust of a planet", 30) == "A volcano is a vent or…"
+    assert _excerpt("火山是地壳上的裂口。岩浆从这里喷出地表并形成熔岩流", 12) == "火山是地壳上的裂口。"
 
 
 def test_endpoint_faults_are_survived_by_the_client_retries(corpus_ws: Workspace) -> None:

@@ -28,6 +28,7 @@ from oresearch_cli.agent.pieces import (
     STEP_SCHEMA,
     StepPiece,
     clean_query,
+    complete_sentences,
     parse_answer,
     parse_step,
 )
@@ -75,6 +76,22 @@ def _entry(kind: str, content: Any, failures: list[Failure] | None = None, **ext
     entry = {"kind": kind, "content": content, "failures": [f.to_dict() for f in failures or []]}
     entry.update({k: v for k, v in extra.items() if v is not None})
     return entry
+
+
+FALLBACK_CHARS = 280  # of each snippet quoted by a fallback answer
+
+
+def _excerpt(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters at its last complete sentence, else its last whole word
+    with an ellipsis: a fallback answer quotes sources, and a word cut in half reads as a typo."""
+    if len(text) <= limit:
+        return text if text.endswith((".", "!", "?", "。", "！", "？")) else f"{text.rstrip('.')}."
+    head = text[:limit]
+    sentences = complete_sentences(head)
+    if len(sentences) >= limit // 3:
+        return sentences
+    words = head.rsplit(" ", 1)[0] if " " in head else head
+    return f"{words.rstrip(' ,;:')}…"
 
 
 class Worker:
@@ -152,6 +169,7 @@ class Worker:
         return StepPiece(ctx.phrase("fallback_think_search", queries=query), SEARCH, queries=[query])
 
     def _fallback_answer(self) -> str:
+        """The observed snippets, cited: the best crawled pages first, at most three."""
         book = self.run.sources
         ranked = sorted(range(1, len(book) + 1), key=lambda n: (not book.get(n).crawled, n))
         parts = []
@@ -159,8 +177,7 @@ class Worker:
             source = book.get(number)
             text = " ".join((source.snippet or source.title).split())
             if text:
-                sentence = text[:280].rstrip()
-                parts.append(f"{sentence.rstrip('.')}. [{number}]" if sentence else "")
+                parts.append(f"{_excerpt(text, FALLBACK_CHARS)} [{number}]")
             if len(parts) == 3:
                 break
         return " ".join(p for p in parts if p) or self.ctx.phrase("no_output")
