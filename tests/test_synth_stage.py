@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -176,6 +177,11 @@ def test_a_run_writes_one_trace_per_seed(priced_run: SimpleNamespace) -> None:
     [run] = Workspace.open(priced_run.ws).runs(stage="synth")
     assert (run.status, run.n_items, run.n_done, run.n_failed) == ("done", 4, 3, 1)
     assert "--retry-failed" in priced_run.proc.stderr  # the summary says how to redo the failed seed
+    # stderr is not a terminal here: a line per finished trace instead of a bar that shows nothing.
+    progress = [line for line in priced_run.proc.stderr.splitlines() if re.match(r"synth \d/4 ", line)]
+    assert len(progress) == 4 and progress[-1].startswith("synth 4/4 ")
+    assert sum(f" {priced_run.refused}: failed " in line for line in progress) == 1
+    assert sum(": valid in " in line for line in progress) == 3
 
 
 def test_ws_sql_answers_what_the_run_and_each_trace_cost(priced_run: SimpleNamespace) -> None:

@@ -14,7 +14,8 @@ from oresearch_cli.cli.common import FieldOption, FormatOption, OutputOption, Ws
 
 
 class _Bar:
-    """A rich progress bar on stderr: done/failed, traces/min, tokens, cost."""
+    """A rich progress bar on stderr: done/failed, traces/min, tokens, cost. When stderr is not a
+    terminal (a log file, CI) a bar would show nothing until the end: one line per trace instead."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,10 +32,20 @@ class _Bar:
         self.task: Any = None
         self.summary: Any = None  # the run's live summary, for the Ctrl-C message
         self.started = time.perf_counter()
+        self.lines = not err.is_terminal
+        self.n_finished = 0
 
     def start(self, summary: Any) -> None:
         self.summary = summary
         self.started = time.perf_counter()
+        if self.lines:
+            err.print(
+                f"synth {summary.run_id}: {summary.n_todo} seeds to research "
+                f"({summary.n_skipped} done earlier)",
+                highlight=False,
+                markup=False,
+            )
+            return
         self.progress.start()
         self.task = self.progress.add_task("synth", total=summary.n_todo, stats=self._stats(summary))
 
@@ -49,6 +60,20 @@ class _Bar:
         )
 
     def finished(self, record: dict[str, Any], summary: Any) -> None:
+        self.n_finished += 1
+        if self.lines:
+            state = (
+                record["status"]
+                if record["status"] != "done"
+                else ("valid" if record["valid"] else "invalid")
+            )
+            err.print(
+                f"synth {self.n_finished}/{summary.n_todo} {record['id']}: {state} in "
+                f"{record['seconds']:.0f} s | {self._stats(summary)}",
+                highlight=False,
+                markup=False,
+            )
+            return
         self.progress.update(self.task, advance=1, stats=self._stats(summary))
 
     def stop(self) -> None:
