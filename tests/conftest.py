@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# The real-model servers (session fixtures) and `served_model`, visible to every test module.
+from model_support import embedded_server, served_model, tiny_server  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 DRB = REPO / "data" / "deepresearch_bench"

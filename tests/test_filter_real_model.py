@@ -1,7 +1,7 @@
-"""The LLM judge of `ores filter` through a real model over real HTTP: the embedded
-SmolLM2-135M-Instruct behind `ores serve`, one trace.
+"""The LLM judge of `ores filter` through a real model over real HTTP: `ores serve` of a tiny
+random-weight Llama (CI) or of the embedded SmolLM2-135M-Instruct (`-m slow`), one trace.
 
-A 135M model may or may not write the six-criterion JSON object, so this asserts structure, not
+A 135M model may or may not write the six-criterion JSON object (the random one never does), so this asserts structure, not
 wording: either valid scores were parsed and the thresholds applied to them, or the malformed
 answers were asked again up to the judge's attempts and the trace rejected with `judge-failed`.
 Either way every attempt is one logged call to the served model; scores, once obtained, serve a
@@ -21,7 +21,6 @@ from oresearch_cli.workspace import Workspace
 
 from conftest import ores
 from filter_support import traces_file
-from model_support import embedded_server  # noqa: F401  (session fixture)
 
 ATTEMPTS = 2
 # Two CPU cores write ~8 tokens/s: cap the answer (six scores with a few-word reason each fit in
@@ -48,8 +47,8 @@ def _calls(ws: Workspace) -> list[tuple]:
     return rows
 
 
-def test_the_judge_through_the_embedded_model(embedded_server, tmp_path: Path) -> None:  # noqa: F811
-    base_url, model_name = embedded_server
+def test_the_judge_through_a_served_model(served_model, tmp_path: Path) -> None:
+    base_url, model_name, _ = served_model
     traces_file(tmp_path / "t.jsonl", n_good=1, broken=False)
     (tmp_path / "filter.yaml").write_text(CONFIG)
     env = {"OPENAI_BASE_URL": base_url, "ORES_JUDGE_MODEL": model_name}

@@ -1,7 +1,8 @@
-"""`ores synth` end to end through a real model over real HTTP: the embedded SmolLM2-135M-Instruct
-behind `ores serve`, two questions, a small local corpus.
+"""`ores synth` end to end through a real model over real HTTP: `ores serve` of a tiny random-weight
+Llama (CI) or of the embedded SmolLM2-135M-Instruct (`-m slow`), two questions, a small local corpus.
 
-SmolLM2-135M is weak and its wording varies, so this asserts structure only: every seed gets a
+Neither model writes usable pieces (SmolLM2-135M rarely, the random one never), so this asserts
+structure only: every seed gets a
 valid trace whose tool calls really ran against the corpus, whose observations come from it, and
 whose references are pages the tools returned; every call went to the served model and was logged.
 """
@@ -18,14 +19,14 @@ from oresearch_cli.trace.urls import normalize_url
 from oresearch_cli.workspace import Workspace
 
 from conftest import REPO, ores
-from model_support import embedded_server  # noqa: F401  (session fixture)
 from synth_support import TOPICS, build_test_corpus
 
 RECIPE = REPO / "recipes" / "synth" / "embedded-cpu.yaml"
-# The shipped CPU recipe with tighter token caps: two CPU cores make ~8 tokens/s in all, and the
-# structure asserted here does not depend on how long each piece is.
+# SmolLM2 runs the shipped CPU recipe with tighter token caps: two CPU cores make ~8 tokens/s of
+# it in all, and the structure asserted here does not depend on how long each piece is. The tiny
+# model (~300 tokens/s) runs the recipe as shipped.
 TEST_CAPS = {"planner": 40, "worker": 32, "summarizer": 60}
-# The run (in the first test's setup) is minutes of CPU generation, not the usual seconds.
+# With SmolLM2 the run (in the first test's setup) is minutes of CPU generation.
 pytestmark = pytest.mark.timeout(1200)
 QUESTIONS = [
     {"id": "q-photo", "question": "How do plants turn light into sugar during photosynthesis?"},
@@ -34,13 +35,13 @@ QUESTIONS = [
 
 
 @pytest.fixture(scope="module")
-def synth_run(embedded_server, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
-    base_url, model_name = embedded_server
+def synth_run(served_model, tmp_path_factory: pytest.TempPathFactory):
+    base_url, model_name, kind = served_model
     tmp = tmp_path_factory.mktemp("synth-real")
     ws_path = tmp / "ws"
     build_test_corpus(Workspace.open(ws_path), tmp)
     recipe = yaml.safe_load(RECIPE.read_text())
-    for role, cap in TEST_CAPS.items():
+    for role, cap in TEST_CAPS.items() if kind == "embedded" else ():
         recipe["llm"][role]["max_tokens"] = cap
     config = tmp / "recipe.yaml"
     config.write_text(yaml.safe_dump(recipe))
