@@ -144,6 +144,32 @@ def test_plan_transformers_serves_under_the_directory_name(tmp_path):
     assert "--no-continuous-batching" in off and "--continuous-batching" not in off
 
 
+def _flag(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv else None
+
+
+def test_cpu_batching_gets_a_fixed_cache_not_the_machines_memory():
+    # Left alone, transformers sizes the paged cache from free system memory (9-14 GB seen).
+    cpu = build_transformers_command("x", ServeOptions())
+    assert (_flag(cpu, "--cb-num-blocks"), _flag(cpu, "--cb-max-batch-tokens")) == ("128", "2048")
+    sized = build_transformers_command("x", ServeOptions(max_model_len=8000))
+    assert _flag(sized, "--cb-num-blocks") == "32"  # 8000 tokens in pages of 256, rounded up
+    own = build_transformers_command(
+        "x", ServeOptions(extra_args=("--cb-num-blocks=500", "--cb-max-batch-tokens", "64"))
+    )
+    assert own.count("--cb-max-batch-tokens") == 1 and own[-3:] == [
+        "--cb-num-blocks=500",
+        "--cb-max-batch-tokens",
+        "64",
+    ]
+    by_share = build_transformers_command("x", ServeOptions(extra_args=("--cb-max-memory-percent", "0.2")))
+    assert "--cb-num-blocks" not in by_share
+    gpu = build_transformers_command("x", ServeOptions(), device="cuda")
+    assert "--cb-num-blocks" not in gpu and "--cb-max-batch-tokens" not in gpu
+    off = build_transformers_command("x", ServeOptions(continuous_batching=False))
+    assert "--cb-num-blocks" not in off
+
+
 def test_plan_transformers_custom_name_goes_through_a_symlink(tmp_path):
     ckpt = _checkpoint(tmp_path)
     plan = plan_serve(ckpt, "transformers", ServeOptions(served_model_name="smol"), has_gpu=lambda: False)

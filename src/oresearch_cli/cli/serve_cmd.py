@@ -39,7 +39,12 @@ def serve(
         ),
     ] = None,
     max_model_len: Annotated[
-        int | None, typer.Option("--max-model-len", min=1, help="vLLM: context length.")
+        int | None,
+        typer.Option(
+            "--max-model-len",
+            min=1,
+            help="vLLM: context length. transformers on a CPU: KV cache capacity in tokens, all requests together (default 32768).",
+        ),
     ] = None,
     tensor_parallel_size: Annotated[
         int | None, typer.Option("--tensor-parallel-size", min=1, help="vLLM: GPUs to shard over.")

@@ -56,7 +56,8 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     served_model_name: str | None = None
-    # vLLM only
+    # vLLM: the context length; transformers on a CPU: the KV cache's capacity in tokens, all
+    # requests together (default CPU_CACHE_TOKENS)
     max_model_len: int | None = None
     tensor_parallel_size: int | None = None
     gpu_memory_utilization: float | None = None
@@ -231,12 +232,28 @@ def build_vllm_command(checkpoint: Path, model_name: str, options: ServeOptions)
     return argv + list(options.extra_args)
 
 
+# transformers' continuous batching sizes its paged KV cache, and the dense (batch x cache) attention
+# masks that go with it, from the device's free memory, which on a CPU is the machine's: SmolLM2
+# took 9 GB and a 3M-parameter test model 14 GB of a 24 GB machine, so a second server ran it out
+# of memory. On a CPU the cache gets a fixed capacity instead (`--max-model-len` sets it).
+CPU_CACHE_TOKENS = 32768
+CPU_MAX_BATCH_TOKENS = 2048  # tokens stepped at once; longer prompts are prefilled in chunks
+CB_PAGE_SIZE = 256  # transformers' default page (`--cb-block-size`)
+
+
 def build_transformers_command(model_ref: str, options: ServeOptions, *, device: str = "cpu") -> list[str]:
     argv = [_script("transformers"), "serve", model_ref, "--device", device]
     argv += ["--host", options.host, "--port", str(options.port)]
     if options.dtype is not None:
         argv += ["--dtype", options.dtype]
     argv.append("--continuous-batching" if options.continuous_batching else "--no-continuous-batching")
+    if options.continuous_batching and device == "cpu":
+        given = {arg.split("=", 1)[0] for arg in options.extra_args}  # the user's own --cb-* win
+        if "--cb-num-blocks" not in given and "--cb-max-memory-percent" not in given:
+            tokens = options.max_model_len or CPU_CACHE_TOKENS
+            argv += ["--cb-num-blocks", str(-(-tokens // CB_PAGE_SIZE))]
+        if "--cb-max-batch-tokens" not in given:
+            argv += ["--cb-max-batch-tokens", str(CPU_MAX_BATCH_TOKENS)]
     return argv + list(options.extra_args)
 
 
