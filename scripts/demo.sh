@@ -35,7 +35,7 @@ echo "== seed: five questions the Wikipedia summaries can answer"
 $ORES seed data/demo/questions.jsonl
 
 echo "== synth: planner -> two parallel workers (search, read, answer) -> summarizer, per question"
-echo "   (SmolLM2 on 2 CPU cores: about 12 minutes for the five; progress shows traces done, tokens, traces/min)"
+echo "   (SmolLM2 on 2 CPU cores: about 9 minutes for the five; progress shows traces done, tokens, traces/min)"
 $ORES synth --config recipes/synth/embedded-cpu.yaml --search local:wiki --concurrency 5
 
 echo "== one trace, observations folded"
