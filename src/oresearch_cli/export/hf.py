@@ -64,7 +64,7 @@ def _spotcheck_of(ws: Workspace, filtered_run: str) -> tuple[set[str], dict[str,
                     rejected.add(str(record["id"]))
                 else:
                     rejected.discard(str(record["id"]))
-        path = ws.artifacts_dir / "spotcheck" / run.run_id / "gate.json"
+        path = ws.run_dir("spotcheck", run.run_id) / "gate.json"
         if path.exists():
             gate = {**json.loads(path.read_text(encoding="utf-8")), "run_id": run.run_id}
     return rejected, gate

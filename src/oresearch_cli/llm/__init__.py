@@ -18,6 +18,7 @@ from oresearch_cli.llm.errors import LLMConfigError, LLMError, MalformedOutput
 from oresearch_cli.llm.jsonout import extract_json
 from oresearch_cli.llm.pricing import DEFAULT_PRICES, Price, PriceTable
 from oresearch_cli.llm.recorder import (
+    CALL_LOG_FILE,
     CALLS_KIND,
     CallLog,
     CallRecord,
@@ -31,6 +32,7 @@ from oresearch_cli.llm.recorder import (
 from oresearch_cli.llm.routing import Router
 
 __all__ = [
+    "CALL_LOG_FILE",
     "CALLS_KIND",
     "DEFAULT_PRICES",
     "ROLES",

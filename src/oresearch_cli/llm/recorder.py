@@ -14,6 +14,7 @@ query strings and error texts are redacted by the client before they get here.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -28,7 +29,9 @@ import pyarrow.parquet as pq
 if TYPE_CHECKING:
     from oresearch_cli.workspace import ArtifactInfo, Workspace
 
+log = logging.getLogger(__name__)
 CALLS_KIND = "llm_calls"
+CALL_LOG_FILE = "llm_calls.jsonl"  # in each run's directory: the log a run appends to as it goes
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
@@ -248,15 +251,23 @@ def register_call_log(ws: Workspace, run_id: str, path: str | Path) -> ArtifactI
     return artifact
 
 
-def register_unlogged_calls(ws: Workspace, stage: str, file_name: str = "llm_calls.jsonl") -> list[str]:
+def register_unlogged_calls(ws: Workspace, stage: str) -> list[str]:
     """Register the call logs of earlier `stage` runs that never registered theirs (a `kill -9`
     stops a run before it can): what they paid for stays answerable in `llm_calls_all`. Returns
     the run ids registered. A run still going elsewhere registers its full log again when it ends.
+    A log that cannot be registered is logged and skipped: it is bookkeeping of an earlier run
+    and must not stop this one.
     """
+    registered = {a.run_id for a in ws.artifacts(kind=CALLS_KIND)}
     done = []
     for run in ws.runs(stage=stage):
-        path = ws.artifacts_dir / stage / run.run_id / file_name
-        registered = ws.artifacts(run_id=run.run_id, kind=CALLS_KIND)
-        if not registered and register_call_log(ws, run.run_id, path) is not None:
-            done.append(run.run_id)
+        path = ws.run_dir(stage, run.run_id) / CALL_LOG_FILE
+        if run.run_id in registered or not path.exists():
+            continue
+        try:
+            register_call_log(ws, run.run_id, path)
+        except Exception:  # noqa: BLE001
+            log.exception("could not register the call log %s of an earlier run", path)
+            continue
+        done.append(run.run_id)
     return done

@@ -240,14 +240,14 @@ def run_filter(
         judged: dict[int, JudgeResult] = {}
         calls = cached = failed = 0
         if llm_config is not None:
-            from oresearch_cli.llm import CallLog, register_call_log
+            from oresearch_cli.llm import CALL_LOG_FILE, CallLog, register_call_log
 
             to_judge = [i for i in passed if i not in duplicate_of]
             tasks = [
                 JudgeTask(items[i].id, items[i].question, items[i].text, outcomes[i].report) for i in to_judge
             ]
             cache = JudgeCache.for_workspace(ws)
-            log_path = run.dir / "llm_calls.jsonl"
+            log_path = run.dir / CALL_LOG_FILE
             try:
                 with CallLog(log_path, run.run_id) as log:
                     results = judge_all(
@@ -311,7 +311,7 @@ def run_filter(
             records.append(record)
         run.finish(SCHEMA)
         if llm_config is not None:
-            register_call_log(ws, run.run_id, run.dir / "llm_calls.jsonl")
+            register_call_log(ws, run.run_id, run.dir / CALL_LOG_FILE)
     funnel = build_funnel(
         [o.fails for o in outcomes],
         [i in duplicate_of for i in range(len(items))],

@@ -103,7 +103,7 @@ def load_verdicts(ws: Workspace, sample: Sample) -> dict[str, dict[str, Any]]:
         if run.status == "done":
             sources = [a.path for a in ws.artifacts(run_id=run.run_id) if a.path.exists()]
         else:
-            jsonl = ws.artifacts_dir / STAGE / run.run_id / f"{KIND}.jsonl"
+            jsonl = ws.run_dir(STAGE, run.run_id) / f"{KIND}.jsonl"
             if jsonl.exists():
                 sources.append(jsonl)
     verdicts: dict[str, dict[str, Any]] = {}
@@ -180,7 +180,7 @@ def export_verdict_sheet(ws: Workspace, sample: Sample, path: Path) -> str:
 def latest_gate(ws: Workspace) -> dict[str, Any] | None:
     """The gate written by the newest finished spotcheck session, if any."""
     for run in ws.runs(stage=STAGE):
-        path = ws.artifacts_dir / STAGE / run.run_id / GATE_FILE
+        path = ws.run_dir(STAGE, run.run_id) / GATE_FILE
         if run.status == "done" and path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
             data["run_id"] = run.run_id

@@ -24,6 +24,7 @@ import pyarrow as pa
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
 from oresearch_cli.errors import InputError, OresError
 from oresearch_cli.llm import (
+    CALL_LOG_FILE,
     CallLog,
     LLMClient,
     LLMConfig,
@@ -428,7 +429,7 @@ def run_synth(
         config = synth_config(llm_config, options)
         models = models_of(llm_config)
         progress = progress or Progress()
-        _register_unlogged(ws)
+        register_unlogged_calls(ws, STAGE)
         with ws.start_run(STAGE, KIND, config, inputs=[input_name], resume=True) as run:
             todo = [s for s in seeds if not run.is_done(s.id, options.retry_failed)]
             n_skipped = len(seeds) - len(todo)
@@ -445,7 +446,7 @@ def run_synth(
                 n_todo=len(todo),
             )
             progress.start(summary)
-            calls_path = run.dir / "llm_calls.jsonl"
+            calls_path = run.dir / CALL_LOG_FILE
             started = time.perf_counter()
 
             def finished(record: dict[str, Any]) -> None:
@@ -484,13 +485,6 @@ def _register_calls(ws: Workspace, run_id: str, path: Path) -> None:
         register_call_log(ws, run_id, path)
     except Exception:  # noqa: BLE001 - the call log is bookkeeping; the traces matter more
         log.exception("could not register the llm call log %s", path)
-
-
-def _register_unlogged(ws: Workspace) -> None:
-    try:
-        register_unlogged_calls(ws, STAGE)
-    except Exception:  # noqa: BLE001 - bookkeeping of earlier runs must not stop this one
-        log.exception("could not register the call logs of earlier synth runs")
 
 
 def _close(toolbox: Toolbox) -> None:

@@ -79,7 +79,7 @@ class Run:
         self.stage = stage
         self.kind = kind
         self.config_hash = config_hash
-        self.dir = ws.artifacts_dir / stage / run_id
+        self.dir = ws.run_dir(stage, run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.dir / f"{kind}.jsonl"
         # id -> status of items earlier runs with the same config already produced.

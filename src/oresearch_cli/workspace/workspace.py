@@ -39,6 +39,10 @@ class Workspace:
         self.models_dir = self.root / "models"
         self.corpora_dir = self.root / "corpora"
 
+    def run_dir(self, stage: str, run_id: str) -> Path:
+        """Where run `run_id` of `stage` keeps its files (its JSONL, call log, side files)."""
+        return self.artifacts_dir / stage / run_id
+
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
@@ -128,7 +132,7 @@ class Workspace:
                 artifacts = self.artifacts(run_id=run.run_id, kind=run.kind)
                 sources = [a.path for a in artifacts if a.path.exists()]
             else:
-                jsonl = self.artifacts_dir / stage / run.run_id / f"{run.kind}.jsonl"
+                jsonl = self.run_dir(stage, run.run_id) / f"{run.kind}.jsonl"
                 if jsonl.exists():
                     sources.append(jsonl)
         return sources
@@ -162,7 +166,7 @@ class Workspace:
 
     def live_item_count(self, run: RunInfo) -> int:
         """Items a still-running (or crashed) run has written so far, read from its JSONL."""
-        jsonl = self.artifacts_dir / run.stage / run.run_id / f"{run.kind}.jsonl"
+        jsonl = self.run_dir(run.stage, run.run_id) / f"{run.kind}.jsonl"
         if not jsonl.exists():
             return run.n_items
         with jsonl.open("rb") as fh:
