@@ -33,7 +33,6 @@ class _Bar:
         self.summary: Any = None  # the run's live summary, for the Ctrl-C message
         self.started = time.perf_counter()
         self.lines = not err.is_terminal
-        self.n_finished = 0
 
     def start(self, summary: Any) -> None:
         self.summary = summary
@@ -60,7 +59,6 @@ class _Bar:
         )
 
     def finished(self, record: dict[str, Any], summary: Any) -> None:
-        self.n_finished += 1
         if self.lines:
             state = (
                 record["status"]
@@ -68,7 +66,7 @@ class _Bar:
                 else ("valid" if record["valid"] else "invalid")
             )
             err.print(
-                f"synth {self.n_finished}/{summary.n_todo} {record['id']}: {state} in "
+                f"synth {summary.n_done + summary.n_failed}/{summary.n_todo} {record['id']}: {state} in "
                 f"{record['seconds']:.0f} s | {self._stats(summary)}",
                 highlight=False,
                 markup=False,
