@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from oresearch_cli.trace import analyze_report, is_valid, observed_urls, parse, validate
-from oresearch_cli.trace.urls import normalize_url
+from oresearch_cli.trace.urls import page_key
 from oresearch_cli.workspace import Workspace
 
 from conftest import REPO, ores
@@ -74,9 +74,7 @@ def test_every_seed_gets_a_valid_trace(synth_run) -> None:
 
 def test_tool_calls_ran_against_the_corpus(synth_run) -> None:
     _, rows, _ = synth_run
-    corpus_urls = {
-        normalize_url(f"https://en.wikipedia.org/wiki/{t.replace(' ', '_')}") for _, t, _ in TOPICS
-    }
+    corpus_urls = {page_key(f"https://en.wikipedia.org/wiki/{t.replace(' ', '_')}") for _, t, _ in TOPICS}
     corpus_texts = [x for _, _, x in TOPICS]
     for row in rows:
         trace = parse(row["trace"])
@@ -86,10 +84,10 @@ def test_tool_calls_ran_against_the_corpus(synth_run) -> None:
         observations = [o.text for o in trace.observations]
         # Observations are written by the environment from the corpus, never by the model.
         assert any(text[:40] in obs for obs in observations for text in corpus_texts)
-        seen = {normalize_url(u) for u in observed_urls(trace, include_crawled=True)}
+        seen = {page_key(u) for u in observed_urls(trace, include_crawled=True)}
         assert seen and seen <= corpus_urls
         references = analyze_report(row["report"]).references
-        assert references and {normalize_url(r.url) for r in references} <= seen
+        assert references and {page_key(r.url) for r in references} <= seen
 
 
 def test_every_call_went_to_the_served_model_and_was_logged(synth_run) -> None:
@@ -99,5 +97,5 @@ def test_every_call_went_to_the_served_model_and_was_logged(synth_run) -> None:
     roles = {role for role, *_ in calls}
     assert {"planner", "worker", "summarizer"} <= roles
     assert all(model == model_name for _, model, _, _ in calls)
-    ok = [c for c in calls if c[2] == "ok"]
+    ok = [c for c in calls if c[2] == "done"]
     assert ok and sum(c[3] for c in ok) == sum(r["completion_tokens"] for r in rows)

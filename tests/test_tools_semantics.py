@@ -7,20 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from oresearch_cli.textutil.urls import canonical_url, page_key
 from oresearch_cli.tools.base import Page, QueryResult, SearchHit
 from oresearch_cli.tools.semantics import (
     MAX_NUM,
     clamp_num,
     merge_results,
     neutralize_tags,
-    normalize_url,
     parse_crawl_argument,
     parse_search_argument,
     render_crawl,
     render_search,
     split_count,
     truncate_text,
-    url_identity,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trace_example.txt"
@@ -81,7 +80,7 @@ def test_merge_deduplicates_across_queries_and_tops_up() -> None:
     short = _hits("https://x.org/a")
     results = merge_results(["q1", "q2"], [first, short], [2, 2])
     assert sum(len(r.hits) for r in results) == 4
-    assert len({url_identity(h.url) for r in results for h in r.hits}) == 4
+    assert len({page_key(h.url) for r in results for h in r.hits}) == 4
 
 
 def test_merge_keeps_errors_per_query() -> None:
@@ -156,7 +155,7 @@ def test_truncate_text_cuts_at_a_boundary() -> None:
     assert truncate_text("short", 100) == ("short", False)
 
 
-def test_normalize_url() -> None:
-    assert normalize_url("HTTPS://Example.org:443/a/?b=2&a=1#frag") == "https://example.org/a?a=1&b=2"
-    assert normalize_url("http://example.org") == "http://example.org/"
-    assert url_identity("http://example.org/a/") == url_identity("https://example.org/a")
+def test_canonical_url_and_page_key() -> None:
+    assert canonical_url("HTTPS://Example.org:443/a/?b=2&a=1#frag") == "https://example.org/a?a=1&b=2"
+    assert canonical_url("http://example.org") == "http://example.org/"
+    assert page_key("http://example.org/a/") == page_key("https://example.org/a")

@@ -13,8 +13,8 @@ from oresearch_cli.trace import (
     extract_citations,
     extract_references,
     find_urls,
-    normalize_url,
     observed_urls,
+    page_key,
     parse,
     tool_calls,
 )
@@ -100,7 +100,7 @@ def test_cited_urls_follow_citation_order_then_body_links() -> None:
     assert cited_urls(text) == ["https://b.org", "https://a.org", "https://c.org/page"]
 
 
-def test_find_and_normalize_urls() -> None:
+def test_find_urls_and_page_keys() -> None:
     text = "see [A](https://a.org/x) and https://b.org/y). Also（https://c.org/z）and https://en.wikipedia.org/wiki/Foo_(bar)."
     assert find_urls(text) == [
         "https://a.org/x",
@@ -108,11 +108,9 @@ def test_find_and_normalize_urls() -> None:
         "https://c.org/z",
         "https://en.wikipedia.org/wiki/Foo_(bar)",
     ]
-    assert normalize_url("HTTP://www.Example.org/a/#top") == normalize_url("https://example.org/a")
-    assert normalize_url("https://zh.wikipedia.org/wiki/%E4%B8%AD") == normalize_url(
-        "https://zh.wikipedia.org/wiki/中"
-    )
-    assert normalize_url("https://a.org/?q=1") != normalize_url("https://a.org/?q=2")
+    assert page_key("HTTP://www.Example.org/a/#top") == page_key("https://example.org/a")
+    assert page_key("https://zh.wikipedia.org/wiki/%E4%B8%AD") == page_key("https://zh.wikipedia.org/wiki/中")
+    assert page_key("https://a.org/?q=1") != page_key("https://a.org/?q=2")
 
 
 def test_trace_extraction() -> None:

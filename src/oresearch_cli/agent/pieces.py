@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from oresearch_cli.llm import extract_json
-from oresearch_cli.trace import SubtaskList, analyze_report, find_urls
+from oresearch_cli.llm import ReplyError, extract_json
+from oresearch_cli.trace import SubtaskList, analyze_report, find_urls, page_key
 from oresearch_cli.trace.tags import TAG_RE
 from oresearch_cli.trace.urls import is_url
 
@@ -52,12 +52,8 @@ STEP_SCHEMA: dict[str, Any] = {
 }
 
 
-class PieceError(ValueError):
+class PieceError(ReplyError):
     """A reply with nothing usable in it; `reason` says why, for the failure record and the retry."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 # -- text cleaning ---------------------------------------------------------------------------------
@@ -197,9 +193,7 @@ def _text_step(text: str) -> dict[str, Any]:
 
 def _resolve_urls(raw: list[str], sources: Sequence[str]) -> tuple[list[str], list[str]]:
     """(URLs to crawl, notes): numbers pick from `sources`; URLs must be among them."""
-    from oresearch_cli.trace import normalize_url
-
-    known = {normalize_url(u): u for u in sources}
+    known = {page_key(u): u for u in sources}
     urls: list[str] = []
     notes: list[str] = []
     for item in raw:
@@ -213,8 +207,8 @@ def _resolve_urls(raw: list[str], sources: Sequence[str]) -> tuple[list[str], li
             continue
         found = find_urls(item) or ([item] if is_url(item) else [])
         for url in found:
-            if normalize_url(url) in known:
-                urls.append(known[normalize_url(url)])
+            if page_key(url) in known:
+                urls.append(known[page_key(url)])
             else:
                 notes.append(f"{url} is not among the sources seen")
     unique = list(dict.fromkeys(urls))

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oresearch_cli.tools import Observation
-from oresearch_cli.trace import normalize_url
-from oresearch_cli.trace.urls import is_url
+from oresearch_cli.trace.urls import is_url, page_key
 
 
 @dataclass
@@ -18,7 +17,7 @@ class Source:
 
 
 class SourceBook:
-    """Sources numbered from 1 in the order first observed; one entry per page (normalized URL)."""
+    """Sources numbered from 1 in the order first observed; one entry per page (`page_key`)."""
 
     def __init__(self) -> None:
         self.sources: list[Source] = []
@@ -32,7 +31,7 @@ class SourceBook:
         return [s.url for s in self.sources]
 
     def number(self, url: str) -> int | None:
-        index = self._index.get(normalize_url(url))
+        index = self._index.get(page_key(url))
         return None if index is None else index + 1
 
     def get(self, number: int) -> Source:
@@ -43,7 +42,7 @@ class SourceBook:
         url = url.strip()
         if not is_url(url):
             return None
-        key = normalize_url(url)
+        key = page_key(url)
         if key in self._index:
             source = self.sources[self._index[key]]
             source.title = source.title or title

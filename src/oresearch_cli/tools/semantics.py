@@ -20,8 +20,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
+from oresearch_cli.textutil.urls import page_key
 from oresearch_cli.tools.base import Page, QueryResult, SearchHit
 from oresearch_cli.trace import escape_tags, parse_search, parse_urls
 
@@ -98,44 +99,6 @@ def fetch_count(share: int, n_queries: int = 2, cap: int = MAX_NUM) -> int:
     return share if n_queries <= 1 else min(cap, share + DEDUP_SLACK)
 
 
-def normalize_url(url: str) -> str:
-    """A URL's identity for de-duplication and the cache: scheme and host lowercased, default
-    port, fragment and trailing slash dropped, query parameters sorted."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return url.strip()
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    port = parts.port if parts.port and (scheme, parts.port) not in (("http", 80), ("https", 443)) else None
-    netloc = f"{host}:{port}" if port else host
-    if parts.username:
-        netloc = f"{parts.username}@{netloc}"
-    path = parts.path or "/"
-    if len(path) > 1:
-        path = path.rstrip("/")
-    query = "&".join(f"{k}={v}" for k, v in sorted(parse_qsl(parts.query, keep_blank_values=True)))
-    return urlunsplit((scheme, netloc, path, query, ""))
-
-
-_SCHEME_HOST = re.compile(r"^(https?)://([^/?#]*)([^#]*)", re.IGNORECASE)
-
-
-def url_identity(url: str) -> str:
-    """A page's identity for de-duplication: like `normalize_url` (host lowercased, default
-    port, fragment and trailing slash dropped), and http and https count as the same page.
-    Kept cheap (no full parse): it runs for every search hit."""
-    match = _SCHEME_HOST.match(url.strip())
-    if not match:
-        return normalize_url(url)
-    scheme, host, rest = match.group(1).lower(), match.group(2).lower(), match.group(3)
-    if (scheme == "http" and host.endswith(":80")) or (scheme == "https" and host.endswith(":443")):
-        host = host.rsplit(":", 1)[0]
-    path, sep, query = rest.partition("?")
-    path = path.rstrip("/") or "/"
-    return f"{host}{path}{sep}{query}"
-
-
 def merge_results(
     queries: Sequence[str], hits_per_query: Sequence[list[SearchHit] | BaseException], shares: Sequence[int]
 ) -> list[QueryResult]:
@@ -153,7 +116,7 @@ def merge_results(
         kept: list[SearchHit] = []
         spare: list[SearchHit] = []
         for hit in hits:
-            key = url_identity(hit.url) if hit.url else f"untitled:{hit.title}:{hit.snippet[:80]}"
+            key = page_key(hit.url) if hit.url else f"untitled:{hit.title}:{hit.snippet[:80]}"
             if key in seen:
                 continue
             if len(kept) < share:
@@ -168,7 +131,7 @@ def merge_results(
         for hit in spare:
             if missing <= 0:
                 break
-            key = url_identity(hit.url) if hit.url else f"untitled:{hit.title}:{hit.snippet[:80]}"
+            key = page_key(hit.url) if hit.url else f"untitled:{hit.title}:{hit.snippet[:80]}"
             if key not in seen:
                 seen.add(key)
                 result.hits.append(hit)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from oresearch_cli.textutil.urls import canonical_url
 from oresearch_cli.tools.backends.local import LocalCrawl
 from oresearch_cli.tools.base import CrawlBackend, Observation, Page, SearchBackend, SearchHit, SearchResult
 from oresearch_cli.tools.cache import ToolCache
@@ -32,7 +33,6 @@ from oresearch_cli.tools.semantics import (
     clamp_num,
     fetch_count,
     merge_results,
-    normalize_url,
     one_line,
     parse_crawl_argument,
     parse_search_argument,
@@ -185,7 +185,7 @@ class Toolbox:
             raise FetchError(
                 f"{url}: not in the local corpus, and web crawling is off (--crawl local); crawl URLs from the search results"
             )
-        request = {"url": normalize_url(url)}
+        request = {"url": canonical_url(url)}
         if self.cache is not None:
             cached = self.cache.get("crawl", backend.cache_id, request)
             if cached is not None:
@@ -202,7 +202,7 @@ class Toolbox:
     async def _summarize(self, page: Page, context: SummaryContext) -> str:
         assert self.summarizer is not None
         request = {
-            "url": normalize_url(page.final_url or page.url),
+            "url": canonical_url(page.final_url or page.url),
             "context": context.key,
             "chars": len(page.text),
         }

@@ -44,7 +44,7 @@ from oresearch_cli.trace.report import (
 )
 from oresearch_cli.trace.stats import TraceStats, total_stats, trace_stats
 from oresearch_cli.trace.tags import DEFAULT_SERP_NUM, STOP_STRINGS, TAGS, escape_tags, observation_block
-from oresearch_cli.trace.urls import find_urls, normalize_url
+from oresearch_cli.trace.urls import find_urls, page_key
 from oresearch_cli.trace.validate import CODES, Bounds, Problem, is_valid, validate, validate_report
 
 __all__ = [
@@ -82,9 +82,9 @@ __all__ = [
     "find_urls",
     "has_tags",
     "is_valid",
-    "normalize_url",
     "observation_block",
     "observed_urls",
+    "page_key",
     "parse",
     "parse_search",
     "parse_urls",

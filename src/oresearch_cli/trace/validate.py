@@ -27,7 +27,7 @@ from oresearch_cli.trace.model import (
 )
 from oresearch_cli.trace.parse import parse
 from oresearch_cli.trace.report import ReportAnalysis, analyze_report
-from oresearch_cli.trace.urls import is_url, normalize_url
+from oresearch_cli.trace.urls import is_url, page_key
 
 Severity = Literal["error", "warning"]
 ERROR: Severity = "error"
@@ -230,11 +230,10 @@ def _check_structure(trace: Trace, bounds: Bounds, out: _Collector) -> None:
         if isinstance(step, Text):
             out.add("text-outside-tags", f"text after the report: {_snippet(step.text)}", step.offset)
     if trace.report is None or not trace.report.text.strip():
-        offset = trace.report.offset if trace.report is not None else None
         out.add(
             "missing-report",
             "the trace has no report; end with <suggested_answer>...</suggested_answer>",
-            offset,
+            trace.report.offset if trace.report is not None else None,
         )
 
 
@@ -388,9 +387,9 @@ def _check_report(
                 "reference-uncited", f"reference [{ref.number}] is never cited in the text", base + ref.offset
             )
     if observed is not None:
-        seen = {normalize_url(u) for u in observed}
+        seen = {page_key(u) for u in observed}
         for ref in analysis.references:
-            if ref.url and normalize_url(ref.url) not in seen:
+            if ref.url and page_key(ref.url) not in seen:
                 label = f"[{ref.number}] " if ref.number is not None else ""
                 out.add(
                     "reference-url-not-observed",

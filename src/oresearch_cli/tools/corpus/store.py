@@ -1,4 +1,9 @@
-"""The document store of a corpus: whole documents in SQLite, found by id or by URL."""
+"""The document store of a corpus: whole documents in SQLite, found by id or by URL.
+
+A document's `url_key` is `page_key(url)`, computed when the corpus is built. The file records its
+schema version in `PRAGMA user_version` (see `oresearch_cli.migrations`): a change to `page_key`'s
+rules needs a new step below that recomputes `url_key`, or stores built before it miss lookups.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oresearch_cli.tools.semantics import url_identity
+from oresearch_cli.migrations import Migration, migrate_sqlite, pending, run_script, sqlite_version
+from oresearch_cli.textutil.urls import page_key
+from oresearch_cli.tools.errors import CorpusError
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS docs (
     id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
@@ -24,6 +31,19 @@ CREATE INDEX IF NOT EXISTS docs_url_key ON docs (url_key);
 """
 
 
+def _recompute_url_keys(db: sqlite3.Connection) -> None:
+    db.create_function("page_key", 1, page_key, deterministic=True)
+    db.execute("UPDATE docs SET url_key = page_key(url)")
+
+
+STEPS = (
+    # Adopts a store built before versions were recorded (version 0), whose url_key followed the
+    # tools' old identity rules (www. and percent-encoding kept).
+    Migration(1, "the documents table, found by id and by url_key", run_script(_SCHEMA_V1)),
+    Migration(2, "url_key is page_key(url)", _recompute_url_keys),
+)
+
+
 @dataclass
 class Document:
     id: str
@@ -34,15 +54,31 @@ class Document:
 
 
 class DocStore:
+    """Opened read-only for searching (`create=False`); a store an older ores built is migrated
+    first, once, through a read-write connection, then reopened read-only."""
+
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
-        uri = f"file:{path}" + ("" if create else "?mode=ro")
-        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         self._lock = threading.Lock()
         if create:
+            self._db = sqlite3.connect(f"file:{path}", uri=True, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=OFF")
             self._db.execute("PRAGMA synchronous=OFF")
-            self._db.executescript(_SCHEMA)
+            migrate_sqlite(self._db, STEPS, where=path)
+            return
+        self._db = self._open_ro()
+        try:
+            stale = bool(pending(STEPS, sqlite_version(self._db), path))
+        except BaseException:
+            self._db.close()
+            raise
+        if stale:
+            self._db.close()
+            _migrate(path)
+            self._db = self._open_ro()
+
+    def _open_ro(self) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
 
     def add_many(self, docs: list[Document]) -> None:
         with self._lock:
@@ -52,7 +88,7 @@ class DocStore:
                     (
                         d.id,
                         d.url,
-                        url_identity(d.url),
+                        page_key(d.url),
                         d.title,
                         d.text,
                         json.dumps(d.meta, ensure_ascii=False),
@@ -84,10 +120,32 @@ class DocStore:
     def get_by_url(self, url: str) -> Document | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT id, url, title, text, meta FROM docs WHERE url_key = ? LIMIT 1", (url_identity(url),)
+                "SELECT id, url, title, text, meta FROM docs WHERE url_key = ? LIMIT 1", (page_key(url),)
             ).fetchone()
         return self._row(row)
 
     def count(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+
+def _migrate(path: Path) -> None:
+    """Bring an existing store up to the newest schema; one clear line when it cannot be written."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=rw", uri=True)
+    except sqlite3.Error as exc:
+        raise _cannot_migrate(path, exc) from None
+    try:
+        migrate_sqlite(db, STEPS, where=path)
+    except sqlite3.Error as exc:
+        raise _cannot_migrate(path, exc) from None
+    finally:
+        db.close()
+
+
+def _cannot_migrate(path: Path, exc: BaseException) -> CorpusError:
+    return CorpusError(
+        f"{path}: this corpus was built by an older ores and its document store needs an upgrade, "
+        f"but the file cannot be written ({exc}); rebuild the corpus with `ores corpus build SRC "
+        "--name NAME --force`"
+    )
