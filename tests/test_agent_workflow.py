@@ -15,7 +15,7 @@ from oresearch_cli.agent.pieces import PieceError, parse_step, parse_subtasks
 from oresearch_cli.llm import LLMClient, LLMError
 from oresearch_cli.tools import open_toolbox
 from oresearch_cli.trace import analyze_report, is_valid, observed_urls, parse, render, validate
-from oresearch_cli.trace.urls import normalize_url
+from oresearch_cli.trace.urls import page_key
 from oresearch_cli.workspace import Workspace
 
 from standin_llm import StandinLLM, error, ok, rate_limited, server_error, slow, truncated
@@ -55,8 +55,8 @@ def test_trace_is_valid_and_citations_are_enforced(corpus_ws: Workspace) -> None
     assert all(len(s.tool_calls) == 2 for s in trace.subtasks)
     # The teacher cites [99], [77] and invents reference URLs: all gone; references are observed pages.
     analysis = analyze_report(result.report)
-    observed = {normalize_url(u) for u in observed_urls(trace, include_crawled=True)}
-    assert analysis.references and all(normalize_url(r.url) in observed for r in analysis.references)
+    observed = {page_key(u) for u in observed_urls(trace, include_crawled=True)}
+    assert analysis.references and all(page_key(r.url) in observed for r in analysis.references)
     assert "[77]" not in result.report and "made.up" not in result.report
     assert all("[99]" not in (s.answer or "") for s in trace.subtasks)
     assert set(analysis.cited_numbers) == {r.number for r in analysis.references}

@@ -7,7 +7,8 @@
 
 Modules: `prompts` (prompt text files per language), `pieces` (schemas and lenient parsing of
 what each role writes), `sources` (numbered sources), `context` (options, meter, `ask` with one
-strict retry), `planner`, `worker`, `summarizer`, `workflow` (`research`).
+strict retry), `steps` (one record per step: its trace step and its log entry), `planner`,
+`worker`, `summarizer`, `workflow` (`research`).
 """
 
 from oresearch_cli.agent.context import Failure, Meter, ResearchOptions

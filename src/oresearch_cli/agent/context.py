@@ -1,5 +1,6 @@
 """What every part of the workflow shares: options, the token meter, failure records, and `ask`,
-the one way a role is asked for a piece (one retry with a stricter prompt, then a failure)."""
+the one way a role is asked for a piece (one retry with a stricter prompt, then a failure; the
+loop itself is `llm.ask_structured`, shared with the judge)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from oresearch_cli.agent.pieces import PieceError
 from oresearch_cli.agent.prompts import phrase, prompt
-from oresearch_cli.llm import ChatResult, LLMClient
+from oresearch_cli.llm import ChatResult, LLMClient, ask_structured
 from oresearch_cli.tools import Toolbox
 
 T = TypeVar("T")
@@ -119,25 +119,31 @@ class Context:
         """Ask `role` for `piece` with prompt `piece`; `parse` raises `PieceError` on an unusable
         reply, which is retried once with the strict prompt. Returns (value or None, failures).
         `LLMError` (the endpoint failed after the client's retries) propagates."""
-        messages: list[dict[str, str]] = prompt(piece, self.language).messages(**values)
-        failures: list[Failure] = []
-        for attempt in (1, 2):
-            result = await self.llm.chat(
-                role, messages, affinity=self.affinity, trace_id=self.trace_id, json_schema=schema
-            )
-            self.meter.add(result)
-            try:
-                return parse(result), failures
-            except PieceError as exc:
-                failures.append(
-                    Failure(piece, exc.reason, attempt, subtask, step, raw=(result.text or "")[:RAW_CHARS])
-                )
-                strict = prompt("strict", self.language)
-                messages = [
-                    *messages[:2],
-                    {"role": "assistant", "content": (result.text or "")[:2000] or "(empty)"},
-                    {"role": "user", "content": strict.user.replace("$reason", exc.reason).replace(
-                        "$expected", expected
-                    )},
-                ]  # fmt: skip
-        return None, failures
+
+        def restate(messages: list[dict[str, str]], raw: str, reason: str) -> list[dict[str, str]]:
+            strict = prompt("strict", self.language)
+            return [
+                *messages[:2],
+                {"role": "assistant", "content": raw[:2000] or "(empty)"},
+                {
+                    "role": "user",
+                    "content": strict.user.replace("$reason", reason).replace("$expected", expected),
+                },
+            ]
+
+        asked = await ask_structured(
+            self.llm,
+            role,
+            prompt(piece, self.language).messages(**values),
+            parse,
+            restate=restate,
+            max_attempts=2,
+            schema=schema,
+            trace_id=self.trace_id,
+            affinity=self.affinity,
+            on_reply=self.meter.add,
+        )
+        failures = [
+            Failure(piece, f.reason, f.attempt, subtask, step, raw=f.raw[:RAW_CHARS]) for f in asked.failed
+        ]
+        return asked.value, failures

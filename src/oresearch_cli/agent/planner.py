@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from oresearch_cli.agent.context import Context, Failure
 from oresearch_cli.agent.pieces import SUBTASKS_SCHEMA, clean_subtask, parse_subtasks
+from oresearch_cli.agent.steps import StepRecord
 from oresearch_cli.llm import ChatResult
+from oresearch_cli.trace import tags
 
 
 def fallback_subtasks(ctx: Context) -> list[str]:
@@ -16,8 +16,8 @@ def fallback_subtasks(ctx: Context) -> list[str]:
     return subtasks[: max(1, ctx.options.max_subtasks)]
 
 
-async def plan_subtasks(ctx: Context) -> tuple[list[str], dict[str, Any]]:
-    """(subtasks, the structured record of this step: kind, content, failures)."""
+async def plan_subtasks(ctx: Context) -> tuple[list[str], StepRecord]:
+    """(subtasks, the record of this step: the `<subtask_list>` and its log entry)."""
     opts = ctx.options
     bounds = {"min_subtasks": opts.min_subtasks, "max_subtasks": opts.max_subtasks}
 
@@ -39,5 +39,4 @@ async def plan_subtasks(ctx: Context) -> tuple[list[str], dict[str, Any]]:
                 "subtask_list", "no usable subtask list in two replies", fallback="subtasks from the question"
             )
         )
-    record = {"kind": "subtask_list", "content": subtasks, "failures": [f.to_dict() for f in failures]}
-    return subtasks, record
+    return subtasks, StepRecord(tags.SUBTASK_LIST, subtasks, failures)

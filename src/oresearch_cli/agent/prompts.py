@@ -9,6 +9,11 @@ thoughts, report headings, labels), as `key: value` lines. A language without a 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
 import hashlib
 from dataclasses import dataclass
 from functools import cache
@@ -21,7 +26,7 @@ DEFAULT_LANGUAGE = "en"
 PIECES = ("planner", "step", "answer", "report", "strict")
 
 
-def _root():  # type: ignore[no-untyped-def]
+def _root() -> Traversable:
     return resources.files(PACKAGE).joinpath(FOLDER)
 
 

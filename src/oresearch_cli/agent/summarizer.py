@@ -11,12 +11,11 @@ from the subtask answers (recorded as a failure).
 
 from __future__ import annotations
 
-from typing import Any
-
 from oresearch_cli.agent.context import Context, Failure
 from oresearch_cli.agent.pieces import PieceError, clean_text, rewrite_citations
 from oresearch_cli.agent.prompts import phrase
 from oresearch_cli.agent.sources import SourceBook
+from oresearch_cli.agent.steps import REPORT, StepRecord
 from oresearch_cli.llm import ChatResult
 from oresearch_cli.trace import analyze_report
 
@@ -93,8 +92,8 @@ def fallback_report(ctx: Context, answers: list[tuple[str, str]], book: SourceBo
 
 async def write_report(
     ctx: Context, answers: list[tuple[str, str]], book: SourceBook
-) -> tuple[str, dict[str, Any]]:
-    """(report text, the structured record of this step)."""
+) -> tuple[str, StepRecord]:
+    """(report text, the record of this step: its log entry, failures included)."""
     listed = "\n\n".join(f"{i}. {subtask}\n{answer}" for i, (subtask, answer) in enumerate(answers, 1))
 
     def parse(result: ChatResult) -> str:
@@ -118,4 +117,4 @@ async def write_report(
         report = fallback_report(ctx, answers, book)
         reason = "no usable report in two replies" if len(book) else "no sources were observed"
         failures.append(Failure("report", reason, fallback="report assembled from the subtask answers"))
-    return report, {"kind": "report", "content": None, "failures": [f.to_dict() for f in failures]}
+    return report, StepRecord(REPORT, None, failures)

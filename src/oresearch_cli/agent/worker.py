@@ -33,23 +33,22 @@ from oresearch_cli.agent.pieces import (
     parse_step,
 )
 from oresearch_cli.agent.sources import SourceBook
+from oresearch_cli.agent.steps import STEP_FAILED, StepRecord
 from oresearch_cli.llm import ChatResult
 from oresearch_cli.tools import SummaryContext
-from oresearch_cli.trace import CrawlPage, Plan, Step, SubtaskAnswer, Think, WebSearch, escape_tags
-from oresearch_cli.trace import Observation as ObservationStep
+from oresearch_cli.trace import Step, escape_tags, tags
 
-OBS_LOG_CHARS = 1000  # of an observation, in the structured steps (the trace has it whole)
 OLD_OBS_CHARS = 300
 
 
 @dataclass
 class SubtaskRun:
-    """One finished subtask: its trace steps, sources, structured log and failures."""
+    """One finished subtask: one record per step (its trace steps and structured log both come
+    from them), its sources and failures."""
 
     index: int  # 1-based
     question: str
-    steps: list[Step] = field(default_factory=list)
-    log: list[dict[str, Any]] = field(default_factory=list)
+    records: list[StepRecord] = field(default_factory=list)
     sources: SourceBook = field(default_factory=SourceBook)
     failures: list[Failure] = field(default_factory=list)
     n_calls: int = 0
@@ -58,8 +57,23 @@ class SubtaskRun:
     finished: float = 0.0
 
     @property
+    def steps(self) -> list[Step]:
+        """The trace steps, in order."""
+        return [step for r in self.records if (step := r.to_trace_step()) is not None]
+
+    @property
+    def log(self) -> list[dict[str, Any]]:
+        """The entries of the structured `steps` log, in order."""
+        return [r.to_log() for r in self.records]
+
+    @property
+    def answer_record(self) -> StepRecord | None:
+        return next((r for r in reversed(self.records) if r.kind == tags.SUBTASK_ANSWER), None)
+
+    @property
     def answer(self) -> str:
-        return next((s.text for s in reversed(self.steps) if isinstance(s, SubtaskAnswer)), "")
+        record = self.answer_record
+        return record.content if record is not None else ""
 
 
 @dataclass
@@ -70,12 +84,6 @@ class _Turn:
     plan: str
     call: str
     result: str
-
-
-def _entry(kind: str, content: Any, failures: list[Failure] | None = None, **extra: Any) -> dict[str, Any]:
-    entry = {"kind": kind, "content": content, "failures": [f.to_dict() for f in failures or []]}
-    entry.update({k: v for k, v in extra.items() if v is not None})
-    return entry
 
 
 FALLBACK_CHARS = 280  # of each snippet quoted by a fallback answer
@@ -184,15 +192,15 @@ class Worker:
 
     # -- the loop --------------------------------------------------------------------------------
 
-    async def _tool(self, piece: StepPiece) -> tuple[Step, str, Any]:
+    async def _tool(self, piece: StepPiece) -> tuple[StepRecord, str, Any]:
         ctx, opts = self.ctx, self.opts
         if piece.action == SEARCH:
             self.searched += piece.queries
-            call: Step = WebSearch(tuple(piece.queries), opts.serp_num)
+            call = StepRecord(tags.WEB_SEARCH, list(piece.queries), count=opts.serp_num)
             obs = await ctx.toolbox.web_search(list(piece.queries), num=opts.serp_num)
             label = f"{ctx.phrase('search_label')}: {' | '.join(piece.queries)}"
         else:
-            call = CrawlPage(tuple(piece.urls))
+            call = StepRecord(tags.CRAWL_PAGE, list(piece.urls))
             context = SummaryContext(
                 think=piece.thought, query=" | ".join(self.searched[-3:]), task=self.run.question
             )
@@ -243,7 +251,7 @@ class Worker:
                                 step=step, fallback="answer")
                     )  # fmt: skip
                     run.failures += failures
-                    run.log.append(_entry("step_failed", None, failures))
+                    run.records.append(StepRecord(STEP_FAILED, None, list(failures)))
                     break
                 piece = self._fallback_step()
                 failures.append(
@@ -251,8 +259,7 @@ class Worker:
                             fallback=f"{piece.action} chosen by the orchestrator")
                 )  # fmt: skip
             run.failures += failures
-            run.steps.append(Think(piece.thought))
-            run.log.append(_entry("think", piece.thought, failures))
+            run.records.append(StepRecord(tags.THINK, piece.thought, list(failures)))
             if piece.action == ANSWER:
                 break
             plan = ""
@@ -266,21 +273,12 @@ class Worker:
                                 fallback="generic plan")
                     )  # fmt: skip
                     run.failures += plan_failures
-                run.steps.append(Plan(plan))
-                run.log.append(_entry("plan", plan, plan_failures))
+                run.records.append(StepRecord(tags.PLAN, plan, plan_failures))
             call, label, obs = await self._tool(piece)
             run.n_calls += 1
             run.sources.add_observation(obs)
             text = escape_tags(obs.text.strip()) or ctx.phrase("no_output")
-            run.steps += [call, ObservationStep(text)]
-            if isinstance(call, WebSearch):
-                run.log.append(_entry("web_search", list(call.queries), count=call.count))
-            else:
-                assert isinstance(call, CrawlPage)
-                run.log.append(_entry("crawl_page", list(call.urls)))
-            run.log.append(
-                _entry("observation", text[:OBS_LOG_CHARS], chars=len(text), errors=list(obs.errors) or None)
-            )
+            run.records += [call, StepRecord(tags.OBSERVATION, text, errors=list(obs.errors))]
             self.turns.append(_Turn(piece.thought, plan, label, text))
         await self._answer(forced)
         return run
@@ -330,8 +328,7 @@ class Worker:
                         fallback="answer built from the observed snippets")
             )  # fmt: skip
         run.failures += failures
-        run.steps.append(SubtaskAnswer(answer))
-        run.log.append(_entry("subtask_answer", answer, failures, forced=forced))
+        run.records.append(StepRecord(tags.SUBTASK_ANSWER, answer, list(failures), forced=forced))
 
 
 async def run_subtask(ctx: Context, index: int, subtask: str) -> SubtaskRun:

@@ -29,8 +29,6 @@ from oresearch_cli.trace import (
     Problem,
     Report,
     Subtask,
-    SubtaskAnswer,
-    SubtaskList,
     Trace,
     is_valid,
     render,
@@ -71,7 +69,8 @@ async def _all(calls: list[Awaitable[T]]) -> list[T]:
 
 def merge_sources(runs: list[SubtaskRun]) -> SourceBook:
     """One numbering for the trace: sources cited in the answers first (subtask order, citation
-    order), then the other pages read, then the other search results. Rewrites the answers."""
+    order), then the other pages read, then the other search results. Rewrites each answer's
+    record, so the trace and the structured log both cite the merged numbers."""
     book = SourceBook()
     cited_per_run = []
     for run in runs:
@@ -87,16 +86,10 @@ def merge_sources(runs: list[SubtaskRun]) -> SourceBook:
                     book.add(s.url, s.title, s.snippet, s.crawled)
     valid = set(range(1, len(book) + 1))
     for run in runs:
-        mapping = {n: book.number(s.url) or -1 for n, s in enumerate(run.sources.sources, start=1)}
-        answer, _ = rewrite_citations(run.answer, mapping, valid)
-        for index in range(len(run.steps) - 1, -1, -1):
-            if isinstance(run.steps[index], SubtaskAnswer):
-                run.steps[index] = SubtaskAnswer(answer)
-                break
-        for entry in reversed(run.log):
-            if entry["kind"] == "subtask_answer":
-                entry["content"] = answer
-                break
+        record = run.answer_record
+        if record is not None:
+            mapping = {n: book.number(s.url) or -1 for n, s in enumerate(run.sources.sources, start=1)}
+            record.content, _ = rewrite_citations(record.content, mapping, valid)
     return book
 
 
@@ -126,26 +119,25 @@ async def research(
         affinity=trace_id,
     )
     started = time.perf_counter()
-    subtasks, plan_log = await plan_subtasks(ctx)
+    subtasks, plan_record = await plan_subtasks(ctx)
     if options.sequential:
         runs = [await run_subtask(ctx, i, s) for i, s in enumerate(subtasks, start=1)]
     else:
         runs = await _all([run_subtask(ctx, i, s) for i, s in enumerate(subtasks, start=1)])
     book = merge_sources(runs)
-    report, report_log = await write_report(ctx, [(r.question, r.answer) for r in runs], book)
+    report, report_record = await write_report(ctx, [(r.question, r.answer) for r in runs], book)
 
+    subtask_list = plan_record.to_trace_step()
     trace = Trace(
-        preamble=[SubtaskList("\n".join(f"{i}. {s}" for i, s in enumerate(subtasks, start=1)))],
-        subtasks=[Subtask(r.question, list(r.steps)) for r in runs],
+        preamble=[subtask_list] if subtask_list is not None else [],
+        subtasks=[Subtask(r.question, r.steps) for r in runs],
         report=Report(report),
     )
     text = render(trace)
     problems = validate(text, Bounds(options.min_tool_calls, options.max_tool_calls))
-    plan_failures = [Failure(**{"attempt": 0, **f}) for f in plan_log["failures"]]
-    report_failures = [Failure(**{"attempt": 0, **f}) for f in report_log["failures"]]
-    failures = plan_failures + [f for r in runs for f in r.failures] + report_failures
+    failures = [*plan_record.failures, *(f for r in runs for f in r.failures), *report_record.failures]
     steps = {
-        "subtask_list": plan_log,
+        "subtask_list": plan_record.to_log(),
         "subtasks": [
             {
                 "index": r.index,
@@ -158,7 +150,7 @@ async def research(
             }
             for r in runs
         ],
-        "report": report_log,
+        "report": report_record.to_log(),
         "sources": [{"n": n, "url": s.url, "title": s.title} for n, s in enumerate(book.sources, start=1)],
     }
     return ResearchResult(
