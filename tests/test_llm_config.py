@@ -35,7 +35,6 @@ llm:
     json_mode: json_schema
   prices:
     qwen2.5-7b-instruct: {input: 0.1, output: 0.2}
-other_section: ignored
 """
 
 
@@ -122,9 +121,10 @@ def test_to_dict_drops_credentials_from_urls() -> None:
     [
         (None, {}, {}, "llm worker: no model set; pass --model, set ORES_WORKER_MODEL or ORES_LLM_MODEL"),
         ("worker: [oops\n", {}, {}, "invalid YAML at line"),
-        ("planer: {model: x}\n", {}, {}, "unknown key 'planer'"),
+        ("planer: {model: x}\n", {}, {}, "unknown key 'planer'; did you mean 'planner'?"),
+        ("llm: {}\nsynht: {max_steps: 3}\n", {}, {}, "unknown section 'synht'; did you mean 'synth'?"),
         (None, {"wroker.model": "x"}, {}, "unknown role 'wroker'"),
-        ("worker: {modle: x}\n", {}, {}, "unknown setting 'modle'"),
+        ("worker: {modle: x}\n", {}, {}, "unknown setting 'modle'; did you mean 'model'?"),
         (
             None,
             {"model": "m", "judge.api_key_env": "NOPE_KEY"},

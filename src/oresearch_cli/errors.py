@@ -23,3 +23,7 @@ class InputError(OresError):
 
 class WorkspaceError(OresError):
     """A workspace that cannot be used (path is a file, newer schema, locked too long, corrupt)."""
+
+
+class ConfigError(InputError):
+    """A recipe, flag or environment variable that cannot be used as given (unknown key, wrong type)."""

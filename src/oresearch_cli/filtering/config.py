@@ -1,7 +1,8 @@
 """Filter settings: which rules run and their bounds, dedup thresholds, the judge's thresholds.
 
-Settings come from (later wins): the defaults here, a YAML file (`--config`, its `filter:` section
-or the whole file), then flags. Unknown keys are an error, so a typo never silently does nothing.
+Settings come from (later wins): the defaults here, `ORES_FILTER_<KEY>` variables, the recipe's
+`filter:` section (`--config`, read by `oresearch_cli.config`), then flags. Unknown keys are an
+error naming the nearest valid one, so a typo never silently does nothing.
 
     rules:              # rule name -> on/off (see `oresearch_cli.filtering.rules.RULES`)
       language: false
@@ -13,12 +14,12 @@ or the whole file), then flags. Unknown keys are an error, so a typo never silen
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oresearch_cli.config import apply, load_recipe, resolve
 from oresearch_cli.errors import InputError
 
 
@@ -86,75 +87,26 @@ class FilterConfig:
         return data
 
 
-_TOP = {f.name for f in fields(FilterConfig)}
-_JUDGE = {f.name for f in fields(JudgeSettings)}
-
-
-def _check_keys(data: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InputError(
-            f"{where}: unknown filter setting(s) {', '.join(unknown)}; use one of {', '.join(sorted(allowed))}"
-        )
-
-
 def from_dict(
     data: dict[str, Any], base: FilterConfig | None = None, where: str = "filter config"
 ) -> FilterConfig:
-    """`base` with the settings of `data` applied (nested `judge` and `rules` merge, not replace)."""
+    """`base` with the settings of `data` applied and checked (nested `judge`, `rules` and
+    `min_criterion` merge, not replace)."""
     from oresearch_cli.filtering.rules import RULES
 
-    base = base or FilterConfig()
-    _check_keys(data, _TOP, where)
-    updates: dict[str, Any] = {}
-    for key, value in data.items():
-        if value is None:
-            continue
-        if key == "judge":
-            if not isinstance(value, dict):
-                raise InputError(f"{where}: `judge` must be a mapping; e.g. judge: {{min_overall: 6}}")
-            _check_keys(value, _JUDGE, f"{where} judge")
-            judge = base.judge
-            merged = {**value}
-            if "min_criterion" in merged:
-                merged["min_criterion"] = {**judge.min_criterion, **dict(merged["min_criterion"])}
-            updates["judge"] = replace(judge, **merged)
-        elif key == "rules":
-            if not isinstance(value, dict):
-                raise InputError(f"{where}: `rules` must map rule names to true/false")
-            unknown = sorted(set(value) - set(RULES))
-            if unknown:
-                raise InputError(
-                    f"{where}: unknown rule(s) {', '.join(unknown)}; rules are {', '.join(RULES)}"
-                )
-            updates["rules"] = {**base.rules, **{k: bool(v) for k, v in value.items()}}
-        elif key == "leak_markers":
-            updates[key] = tuple(value)
-        else:
-            updates[key] = value
-    try:
-        return replace(base, **updates)
-    except TypeError as exc:
-        raise InputError(f"{where}: {exc}; check the setting names") from None
-
-
-def load_filter_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> FilterConfig:
-    """Defaults, then the YAML at `path` (its `filter:` section if it has one), then `overrides`."""
-    config = FilterConfig()
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: no such config file; check the --config path")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the file") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping of filter settings")
-        section = (
-            data.get("filter", data) if "filter" in data else {k: v for k, v in data.items() if k != "llm"}
-        )
-        config = from_dict(section, config, str(path))
-    if overrides:
-        config = from_dict(overrides, config, "flags")
+    config = apply(base or FilterConfig(), data, where, "filter.")
+    unknown = sorted(set(config.rules) - set(RULES))
+    if unknown:
+        raise InputError(f"{where}: unknown rule(s) {', '.join(unknown)}; rules are {', '.join(RULES)}")
     return config
+
+
+def load_filter_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> FilterConfig:
+    """The recipe's `filter:` section over `ORES_FILTER_<KEY>` variables over the defaults, then
+    `overrides` (flags)."""
+    config = resolve(FilterConfig, load_recipe(path), "filter", environ=environ)
+    return from_dict(overrides or {}, config, "flags")

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oresearch_cli.config import nearest
+from oresearch_cli.errors import ConfigError
 from oresearch_cli.llm.errors import LLMConfigError
 from oresearch_cli.llm.pricing import Price, PriceTable
 from oresearch_cli.llm.redact import safe_url
@@ -32,8 +32,6 @@ ROLES: tuple[str, ...] = ("planner", "worker", "summarizer", "judge")
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"  # `ores serve`
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 JSON_MODES = ("none", "json_object", "json_schema")
-# Top-level sections of a recipe that belong to a stage, not to the models.
-STAGE_SECTIONS = ("synth", "filter", "spotcheck", "sft", "rl", "eval")
 _HOSTED_APIS = ("api.openai.com",)
 
 
@@ -134,8 +132,7 @@ def _set_role_value(target: dict[str, tuple[Any, str]], key: str, value: Any, wh
     elif key in _ROLE_FIELDS:
         target[key] = (value, where)
     else:
-        known = ", ".join(sorted(_ROLE_FIELDS | {"base_url"}))
-        raise LLMConfigError(f"{where}: unknown setting {key!r}; known settings: {known}")
+        raise LLMConfigError(f"{where}: unknown setting {key!r}; {nearest(key, _ROLE_FIELDS | {'base_url'})}")
 
 
 def _parse_section(data: Mapping[str, Any], where: str, layer: _Layer) -> None:
@@ -150,7 +147,9 @@ def _parse_section(data: Mapping[str, Any], where: str, layer: _Layer) -> None:
         if "." in key:
             role, _, setting = key.partition(".")
             if role not in ROLES:
-                raise LLMConfigError(f"{here}: unknown role {role!r}; use one of {', '.join(ROLES)}")
+                raise LLMConfigError(
+                    f"{here}: unknown role {role!r}; {nearest(role, ROLES)} (roles: {', '.join(ROLES)})"
+                )
             _set_role_value(layer.roles[role], setting, value, here)
         elif key in ROLES or key == "defaults":
             if not isinstance(value, Mapping):
@@ -166,9 +165,10 @@ def _parse_section(data: Mapping[str, Any], where: str, layer: _Layer) -> None:
         elif key in _ROLE_FIELDS or key == "base_url":
             _set_role_value(layer.all, key, value, here)
         else:
+            close = nearest(key, [*ROLES, "defaults", "prices", *_GLOBAL_FIELDS, *_ROLE_FIELDS, "base_url"])
             raise LLMConfigError(
-                f"{here}: unknown key {key!r}; use a role ({', '.join(ROLES)}), defaults, prices, "
-                "max_concurrency, cooldown_s or failures_to_cooldown"
+                f"{here}: unknown key {key!r}; {close} (a role: {', '.join(ROLES)}; defaults, prices, "
+                "max_concurrency, cooldown_s, failures_to_cooldown, or a role setting for all roles)"
             )
 
 
@@ -193,33 +193,15 @@ def _parse_prices(value: Any, where: str) -> dict[str, Price]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The recipe's `llm:` section (the whole file when it names no section)."""
+    from oresearch_cli.config import load_recipe
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LLMConfigError(f"{path}: config file not found; check the --config path") from None
-    except OSError as exc:
-        raise LLMConfigError(f"{path}: cannot read the config ({exc.strerror}); check permissions") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise LLMConfigError(f"{path}: invalid YAML{at} ({problem}); fix the file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise LLMConfigError(
-            f"{path}: expected a mapping at the top, got {type(data).__name__}; see the llm docs"
-        )
-    if "llm" in data:
-        section = data["llm"] or {}
-        if not isinstance(section, Mapping):
-            raise LLMConfigError(f"{path}: `llm:` must be a mapping of settings")
-        return dict(section)
-    if any(key in data for key in STAGE_SECTIONS):
-        return {}  # a recipe with stage settings only: nothing here for the models
-    return dict(data)
+        return load_recipe(path).section("llm")
+    except LLMConfigError:
+        raise
+    except ConfigError as exc:
+        raise LLMConfigError(str(exc)) from None
 
 
 def _env_layer(environ: Mapping[str, str]) -> _Layer:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from oresearch_cli.errors import OresError
+from oresearch_cli.errors import ConfigError, OresError
 
 if TYPE_CHECKING:
     from oresearch_cli.llm.client import ChatResult
 
 
-class LLMConfigError(OresError):
+class LLMConfigError(ConfigError):
     """The LLM configuration is unusable: no model, a bad YAML file, an unknown role, a key
     variable that is named but not set."""
 
