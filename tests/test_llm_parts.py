@@ -8,9 +8,10 @@ import time
 import pytest
 
 from oresearch_cli.llm.jsonout import JSONExtractError, check_schema, extract_json
-from oresearch_cli.llm.limits import TokenBucket, estimate_tokens
+from oresearch_cli.llm.limits import TokenBucket
 from oresearch_cli.llm.redact import redact, safe_url
 from oresearch_cli.llm.routing import Router, rank
+from oresearch_cli.textutil.tokens import estimate_message_tokens
 
 URLS = [f"http://10.0.0.{i}:8000/v1" for i in range(1, 5)]
 
@@ -85,7 +86,7 @@ def test_estimate_tokens() -> None:
         {"role": "user", "content": "x" * 400},
         {"role": "user", "content": [{"type": "text", "text": "y" * 40}]},
     ]
-    assert estimate_tokens(messages) == 110 + 8
+    assert estimate_message_tokens(messages) == 110 + 8
 
 
 @pytest.mark.parametrize(

@@ -20,30 +20,12 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
 
 from oresearch_cli.llm.config import LLMConfig
-
-CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(messages: Iterable[Mapping[str, object]]) -> int:
-    """A rough prompt size in tokens: characters / 4 plus a few per message for the template."""
-    chars = 0
-    count = 0
-    for message in messages:
-        count += 1
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):  # content parts
-            for part in content:
-                if isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    chars += len(part["text"])  # type: ignore[arg-type]
-    return math.ceil(chars / CHARS_PER_TOKEN) + 4 * count
 
 
 class TokenBucket:
