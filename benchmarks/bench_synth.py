@@ -120,7 +120,7 @@ def _synth(template: Path, tmp: Path, seeds: Path, url: str, sequential: bool, t
     )
     config = llm_config(url, max_concurrency=LLM_MAX_CONCURRENCY, timeout_s=30)
     started = time.perf_counter()
-    summary: SynthSummary = run_synth(ws, str(seeds), options, config)
+    summary: SynthSummary = asyncio.run(run_synth(ws, str(seeds), options, config))
     wall = time.perf_counter() - started
     chains = _chains(ws, summary.run_id)
     prompt_chars = _prompt_chars(ws, summary.run_id)

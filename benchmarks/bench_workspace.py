@@ -1,6 +1,6 @@
 """Workspace append throughput vs writing the same records as plain JSONL, in one run.
 
-`Run.append` adds an id/status envelope and a lock around a flushed line; `finish` turns the
+`RunContext.append` adds an id/status envelope and a lock around a flushed line; `finish` turns the
 JSONL into Parquet and registers it in the catalog. The plain baseline writes and flushes the
 same JSON lines to a file and nothing else.
 """
@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from oresearch_cli.workspace import Workspace
+from oresearch_cli.workspace import StageSpec, Workspace
 
 from common import Result
 
@@ -38,7 +38,7 @@ def _plain_jsonl(path: Path, records: list[dict]) -> float:
 
 def _workspace(root: Path, records: list[dict]) -> tuple[float, float]:
     ws = Workspace.open(root)
-    run = ws.start_run("bench", "bench_items", {"n": len(records)})
+    run = ws.start_run(StageSpec("bench", "bench_items"), {"n": len(records)})
     started = time.perf_counter()
     for record in records:
         run.append(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_a_cached_judge_score_decides_which_duplicate_stays(tmp_path: Path) -> N
     src = write_jsonl(tmp_path / "t.jsonl", rows)
     ws = tmp_path / "ws"
 
-    rules_only = run_filter(ws, str(src), FilterOptions(judge=False))
+    rules_only = asyncio.run(run_filter(ws, str(src), FilterOptions(judge=False)))
     by_id = {r["id"]: r for r in rules_only.records}
     assert by_id["short"]["duplicate_of"] == "long"  # by the rules' quality: the longer report stays
 
@@ -81,7 +82,7 @@ def test_a_cached_judge_score_decides_which_duplicate_stays(tmp_path: Path) -> N
             config=FilterConfig(),
             llm_overrides={"judge.model": "judge-test", "judge.base_url": srv.url, "judge.api_key_env": ""},
         )
-        judged = run_filter(ws, str(src), options)
+        judged = asyncio.run(run_filter(ws, str(src), options))
         assert not srv.chat_requests()  # the kept one was cached; the duplicate is never judged
     by_id = {r["id"]: r for r in judged.records}
     assert by_id["long"]["duplicate_of"] == "short" and by_id["short"]["verdict"] == "accepted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def test_malformed_output_is_reasked_then_scored_and_a_rerun_is_free(tmp_path: P
             ok("```json\n" + scores_json(8) + "\n```"),
             ok(scores_json(9)),
         )
-        result = run_filter(tmp_path / "ws", str(src), options(srv.url, concurrency=1))
+        result = asyncio.run(run_filter(tmp_path / "ws", str(src), options(srv.url, concurrency=1)))
         asked = len(srv.chat_requests())
         retry = srv.chat_requests()[1].json()["messages"]
         assert asked == 4
@@ -53,7 +54,7 @@ def test_malformed_output_is_reasked_then_scored_and_a_rerun_is_free(tmp_path: P
         assert sorted(r["judge_overall"] for r in result.records) == [8.0, 9.0]
         assert result.judge_calls == 4 and result.judge_cached == 0
 
-        again = run_filter(tmp_path / "ws", str(src), options(srv.url, concurrency=1))
+        again = asyncio.run(run_filter(tmp_path / "ws", str(src), options(srv.url, concurrency=1)))
         assert len(srv.chat_requests()) == asked  # zero new calls
         assert again.judge_cached == 2 and again.judge_calls == 0
         assert [r["judge_scores"] for r in again.records] == [r["judge_scores"] for r in result.records]
@@ -64,14 +65,14 @@ def test_malformed_output_is_reasked_then_scored_and_a_rerun_is_free(tmp_path: P
 def test_persistently_malformed_output_rejects_with_judge_failed_and_is_not_cached(tmp_path: Path) -> None:
     src = traces_file(tmp_path / "t.jsonl", n_good=1, broken=False)
     with StandinLLM(lambda request: ok('{"comprehensiveness": 5}')) as srv:
-        result = run_filter(tmp_path / "ws", str(src), options(srv.url))
+        result = asyncio.run(run_filter(tmp_path / "ws", str(src), options(srv.url)))
         assert len(srv.chat_requests()) == 3  # max_attempts
         record = result.records[0]
         assert record["verdict"] == "rejected" and json.loads(record["reasons"]) == ["judge-failed"]
         details = json.loads(record["details"])["judge"]
         assert "missing required" in details["error"] and len(details["malformed"]) == 3
         assert result.funnel.rows[-1].stage == "judge" and result.funnel.rows[-1].dropped == 1
-        run_filter(tmp_path / "ws", str(src), options(srv.url))
+        asyncio.run(run_filter(tmp_path / "ws", str(src), options(srv.url)))
         assert len(srv.chat_requests()) == 6  # failures are asked again
 
 
@@ -84,7 +85,7 @@ def test_scores_under_thresholds_give_one_code_per_criterion(tmp_path: Path) -> 
         return ok(json.dumps(data))
 
     with StandinLLM(script) as srv:
-        result = run_filter(tmp_path / "ws", str(src), options(srv.url, min_overall=7.5))
+        result = asyncio.run(run_filter(tmp_path / "ws", str(src), options(srv.url, min_overall=7.5)))
     reasons = json.loads(result.records[0]["reasons"])
     assert reasons == ["judge-low-faithfulness", "judge-low-overall"]
     assert json.loads(result.records[0]["judge_scores"])["faithfulness"]["score"] == 2
@@ -119,7 +120,7 @@ def test_a_judged_filter_run_named_by_id_gives_its_verdicts(tmp_path: Path) -> N
 
     src = traces_file(tmp_path / "t.jsonl", n_good=2, broken=False)
     with StandinLLM(lambda request: ok(scores_json(8))) as srv:
-        result = run_filter(tmp_path / "ws", str(src), options(srv.url))
+        result = asyncio.run(run_filter(tmp_path / "ws", str(src), options(srv.url)))
     ws = Workspace.open(tmp_path / "ws")
     assert {a.kind for a in ws.artifacts(run_id=result.run_id)} == {"filtered", "llm_calls"}
 

@@ -10,7 +10,8 @@ import pytest
 from oresearch_cli.errors import InputError
 from oresearch_cli.filtering.config import FilterConfig, from_dict, load_filter_config
 from oresearch_cli.filtering.funnel import build_funnel
-from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, estimate_tokens, evaluate, run_rules
+from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, evaluate, run_rules
+from oresearch_cli.textutil.tokens import estimate_tokens
 
 from filter_support import QUESTION, good_trace
 

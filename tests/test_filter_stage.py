@@ -107,21 +107,21 @@ def test_explain_a_named_run(run_ores, tmp_path: Path) -> None:
 
 def test_a_synth_runs_traces_through_filter_spotcheck_and_export(run_ores, tmp_path: Path) -> None:
     # What `ores synth` leaves in a workspace (its schema, its per-trace `models`), read by default.
-    from oresearch_cli.stages.synth import KIND, SCHEMA, STAGE
+    from oresearch_cli.stages.synth import SYNTH
     from oresearch_cli.workspace import Workspace
 
     from filter_support import variant
 
     models = json.dumps({"planner": "p-1", "summarizer": "s-1", "worker": "w-1"}, sort_keys=True)
     ws = Workspace.open(tmp_path / "ws")
-    with ws.start_run(STAGE, KIND, {"roles": "test"}, inputs=["seeds"]) as run:
+    with ws.start_run(SYNTH, {"roles": "test"}, inputs=["seeds"]) as run:
         for i in range(4):
             question, trace = variant(i)
             run.append(
                 {"id": f"s{i}", "question": question, "language": "en", "trace": trace, "models": models}
             )
         run.append({"id": "s-failed", "question": "q?", "status": "failed", "error": "timeout", "trace": ""})
-        run.finish(SCHEMA)
+        run.finish()
 
     data = _filter(run_ores)  # no TRACES: the latest synth output
     assert data["funnel"]["in"] == 5 and data["funnel"]["accepted"] == 4

@@ -73,7 +73,7 @@ def test_chat_returns_text_usage_cost_and_sends_the_key_only_as_a_header(tmp_pat
     text = log_path.read_text()
     assert KEY not in text and "authorization" not in text.lower()
     record = json.loads(text.splitlines()[0])
-    assert record["run_id"] == "synth-1" and record["trace_id"] == "q1" and record["status"] == "ok"
+    assert record["run_id"] == "synth-1" and record["trace_id"] == "q1" and record["status"] == "done"
     assert record["prompt_tokens"] == 1000 and record["cost_usd"] == pytest.approx(result.cost_usd)
 
 
@@ -213,7 +213,7 @@ def test_client_errors_fail_at_once_with_one_clear_line(reply: Reply, message: s
     assert message in text and "\n" not in text and isinstance(info.value, OresError)
     assert "sk-test" not in text
     record = json.loads(log_path.read_text())
-    assert record["status"] == "error" and record["attempts"] == 1 and "sk-test" not in record["error"]
+    assert record["status"] == "failed" and record["attempts"] == 1 and "sk-test" not in record["error"]
 
 
 def test_giving_up_names_the_endpoint_and_is_recorded(tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ def test_giving_up_names_the_endpoint_and_is_recorded(tmp_path: Path) -> None:
     assert "gave up after 3 attempts" in str(info.value) and srv.url in str(info.value)
     assert info.value.attempts == 3 and info.value.status == 502
     record = json.loads(log_path.read_text())
-    assert (record["status"], record["attempts"], record["trace_id"]) == ("error", 3, "q9")
+    assert (record["status"], record["attempts"], record["trace_id"]) == ("failed", 3, "q9")
 
 
 def test_unreachable_endpoint_gives_up_with_a_connection_error() -> None:

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from oresearch_cli.llm import CallLog, CallRecord, LLMClient, load_config, read_call_log, register_call_log
-from oresearch_cli.workspace import Workspace
+from oresearch_cli.llm import CALLS_KIND, CallLog, CallRecord, LLMClient, load_config, read_call_log
+from oresearch_cli.workspace import StageSpec, Workspace
+from oresearch_cli.workspace.run import register_log
 
 from standin_llm import StandinLLM, ok
 
 KEY = "sk-recorder-test-0123456789abcdef"
 
 
-def record(i: int, trace: str | None, cost: float | None, status: str = "ok") -> CallRecord:
+def record(i: int, trace: str | None, cost: float | None, status: str = "done") -> CallRecord:
     return CallRecord(
         call_id=f"c{i}",
         run_id=None,
@@ -30,9 +31,9 @@ def record(i: int, trace: str | None, cost: float | None, status: str = "ok") ->
         cost_usd=cost,
         attempts=1,
         status=status,
-        error=None if status == "ok" else "boom",
+        error=None if status == "done" else "boom",
         started_at="2025-06-01T12:00:00+00:00",
-        finish_reason="stop" if status == "ok" else None,
+        finish_reason="stop" if status == "done" else None,
     )
 
 
@@ -81,10 +82,10 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     assert [r.call_id for r in read_call_log(path)] == ["c1"]
 
 
-def test_register_call_log_answers_cost_per_run_and_trace_in_ws_sql(tmp_path: Path) -> None:
+def test_a_runs_call_log_answers_cost_per_run_and_trace_in_ws_sql(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
-    run = ws.start_run("synth", "traces", {"n": 2})
-    log_path = run.dir / "llm_calls.jsonl"
+    run = ws.start_run(StageSpec("synth", "traces"), {"n": 2})
+    log_path = run.open_log(CALLS_KIND)
     env = {"OPENAI_API_KEY": KEY}
     with StandinLLM() as srv:
         srv.push(*[ok("step", usage=(1000, 100)) for _ in range(5)])
@@ -99,9 +100,9 @@ def test_register_call_log_answers_cost_per_run_and_trace_in_ws_sql(tmp_path: Pa
         asyncio.run(main())
     run.append({"id": "q1", "verdict": "accept"})
     run.append({"id": "q2", "verdict": "reject"})
-    run.finish()
-    artifact = register_call_log(ws, run.run_id, log_path)
-    assert artifact is not None and artifact.n_rows == 5 and artifact.path.exists()
+    run.finish()  # registers the log the run opened
+    [artifact] = ws.artifacts(run_id=run.run_id, kind=CALLS_KIND)
+    assert artifact.n_rows == 5 and artifact.path.exists()
 
     per_call = (1000 * 0.15 + 100 * 0.60) / 1e6
     _, rows = ws.sql("select run_id, count(*), sum(cost_usd) from llm_calls_all group by run_id")
@@ -116,7 +117,7 @@ def test_register_call_log_answers_cost_per_run_and_trace_in_ws_sql(tmp_path: Pa
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
     # Registering again replaces the row instead of doubling the calls.
-    register_call_log(ws, run.run_id, log_path)
+    register_log(ws, run.run_id, CALLS_KIND, log_path)
     _, rows = ws.sql("select count(*) from llm_calls_all")
     assert rows == [(5,)]
-    assert register_call_log(ws, run.run_id, tmp_path / "missing.jsonl") is None
+    assert register_log(ws, run.run_id, CALLS_KIND, tmp_path / "missing.jsonl") is None

@@ -18,7 +18,7 @@ from oresearch_cli.stages.seed import (
     content_id,
     prepare_seeds,
 )
-from oresearch_cli.workspace import Workspace
+from oresearch_cli.workspace import SCHEMA_VERSION, Workspace
 
 from conftest import DRB, error_lines
 
@@ -193,13 +193,16 @@ def test_catalog_from_a_newer_schema(run_ores, tmp_path: Path) -> None:
     import duckdb
 
     con = duckdb.connect(str(tmp_path / "ores-ws" / "ores.duckdb"))
-    con.execute("update meta set value = '2' where key = 'schema_version'")
+    con.execute("update meta set value = '99' where key = 'schema_version'")
     con.close()
     for args in (("seed", str(DRB / "query.jsonl")), ("ws", "status")):
         result = run_ores(*args)
         assert result.returncode == 2
         lines = error_lines(result.stderr)
-        assert len(lines) == 1 and "schema 2 is newer than this ores understands (1)" in lines[0]
+        assert (
+            len(lines) == 1
+            and f"schema 99 is newer than this ores understands ({SCHEMA_VERSION})" in lines[0]
+        )
     con = duckdb.connect(str(tmp_path / "ores-ws" / "ores.duckdb"), read_only=True)
     assert con.execute("select count(*) from runs").fetchone() == (1,)
     con.close()

@@ -8,6 +8,7 @@ calls `run_synth`, which is faster (no interpreter start, no openai import per r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -122,7 +123,9 @@ def _run(
     """`run_synth` in this process; returns the summary and the records this run wrote."""
     records: list[dict[str, Any]] = []
     opts = SynthOptions(search="local:mini", crawl="local", research=research or ResearchOptions(), **options)
-    summary = run_synth(Workspace.open(ws_dir), str(seeds), opts, llm_config(url), on_record=records.append)
+    summary = asyncio.run(
+        run_synth(Workspace.open(ws_dir), str(seeds), opts, llm_config(url), on_record=records.append)
+    )
     return summary, records
 
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from oresearch_cli.errors import WorkspaceError
-from oresearch_cli.workspace import CATALOG_NAME, Workspace, config_hash
+from oresearch_cli.workspace import CATALOG_NAME, StageSpec, Workspace, config_hash
 from oresearch_cli.workspace.catalog import connect
 
 
@@ -59,7 +59,7 @@ def test_catalog_that_is_not_duckdb(tmp_path: Path) -> None:
 
 def test_run_writes_parquet_registers_items_and_views(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
-    with ws.start_run("seed", "seeds", {"k": 1}, inputs=["q.jsonl"]) as run:
+    with ws.start_run(StageSpec("seed", "seeds"), {"k": 1}, inputs=["q.jsonl"]) as run:
         run.append({"id": 1, "question": "a", "language": "en"})
         run.append({"id": "2", "question": "b", "language": "zh", "status": "failed", "error": "boom"})
         assert run.jsonl_path.exists()
@@ -79,7 +79,7 @@ def test_run_writes_parquet_registers_items_and_views(tmp_path: Path) -> None:
 
 def test_views_survive_moving_the_workspace(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "a")
-    with ws.start_run("seed", "seeds", {}) as run:
+    with ws.start_run(StageSpec("seed", "seeds"), {}) as run:
         run.append({"id": "x", "question": "q"})
     (tmp_path / "a").rename(tmp_path / "b")
     moved = Workspace.open(tmp_path / "b", create=False)
@@ -96,7 +96,7 @@ def test_sql_is_read_only_and_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_exception_marks_run_failed_and_keeps_jsonl(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
-    with pytest.raises(RuntimeError), ws.start_run("synth", "traces", {"m": "x"}) as run:
+    with pytest.raises(RuntimeError), ws.start_run(StageSpec("synth", "traces"), {"m": "x"}) as run:
         run.append({"id": "s1"})
         raise RuntimeError("endpoint went away")
     info = ws.get_run(run.run_id)
@@ -108,7 +108,7 @@ def test_exception_marks_run_failed_and_keeps_jsonl(tmp_path: Path) -> None:
 def test_resume_skips_done_items_and_carries_them_over(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
     config = {"model": "m", "max_steps": 10}
-    with pytest.raises(KeyboardInterrupt), ws.start_run("synth", "traces", config) as first:
+    with pytest.raises(KeyboardInterrupt), ws.start_run(StageSpec("synth", "traces"), config) as first:
         first.append({"id": "a", "trace": "A"})
         first.append({"id": "b", "status": "failed", "error": "429"})
         raise KeyboardInterrupt
@@ -117,7 +117,7 @@ def test_resume_skips_done_items_and_carries_them_over(tmp_path: Path) -> None:
     with first.jsonl_path.open("a") as fh:
         fh.write('{"id": "c", "trace": "half')
 
-    second = ws.start_run("synth", "traces", config, resume=True)
+    second = ws.start_run(StageSpec("synth", "traces"), config, resume=True)
     assert second.prior == {"a": "done", "b": "failed"}
     assert second.is_done("a") and second.is_done("b") and not second.is_done("b", retry_failed=True)
     assert not second.is_done("c")
@@ -130,12 +130,12 @@ def test_resume_skips_done_items_and_carries_them_over(tmp_path: Path) -> None:
     assert ws.get_run(second.run_id).n_carried == 1
 
     # A different config starts from scratch.
-    other = ws.start_run("synth", "traces", {**config, "max_steps": 5}, resume=True)
+    other = ws.start_run(StageSpec("synth", "traces"), {**config, "max_steps": 5}, resume=True)
     assert other.prior == {}
     other.abort("failed", "test")
 
     # After a finished run, the next rerun with the same config has everything done.
-    third = ws.start_run("synth", "traces", config, resume=True)
+    third = ws.start_run(StageSpec("synth", "traces"), config, resume=True)
     assert third.prior == {"a": "done", "b": "done", "c": "done"}
     assert third.finish().n_rows == 3
 
@@ -143,9 +143,9 @@ def test_resume_skips_done_items_and_carries_them_over(tmp_path: Path) -> None:
 _SLOW_WRITER = textwrap.dedent(
     """
     import sys, time
-    from oresearch_cli.workspace import Workspace
+    from oresearch_cli.workspace import StageSpec, Workspace
     ws = Workspace.open(sys.argv[1])
-    run = ws.start_run("synth", "traces", {"cfg": 1}, resume=True)
+    run = ws.start_run(StageSpec("synth", "traces"), {"cfg": 1}, resume=True)
     for i in range(20):
         if run.is_done(str(i)):
             continue
@@ -186,10 +186,10 @@ def test_kill_9_then_rerun_has_every_item_exactly_once(tmp_path: Path) -> None:
 _RUN_MANY = textwrap.dedent(
     """
     import sys
-    from oresearch_cli.workspace import Workspace
+    from oresearch_cli.workspace import StageSpec, Workspace
     ws = Workspace.open(sys.argv[1])
     for n in range(6):
-        with ws.start_run("seed", "seeds", {"writer": sys.argv[2], "n": n}) as run:
+        with ws.start_run(StageSpec("seed", "seeds"), {"writer": sys.argv[2], "n": n}) as run:
             for i in range(50):
                 run.append({"id": f"{sys.argv[2]}-{n}-{i}", "question": "q"})
     """
@@ -227,7 +227,7 @@ def test_connect_waits_for_another_writer(tmp_path: Path) -> None:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
     started = time.monotonic()
-    with ws.start_run("seed", "seeds", {}) as run:
+    with ws.start_run(StageSpec("seed", "seeds"), {}) as run:
         run.append({"id": "1"})
     assert time.monotonic() - started > 0.5, "the run had to wait for the lock"
     holder.wait()
@@ -253,7 +253,7 @@ def test_connect_waits_for_another_writer(tmp_path: Path) -> None:
 
 def test_export_parquet_and_jsonl(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
-    with ws.start_run("seed", "seeds", {}) as run:
+    with ws.start_run(StageSpec("seed", "seeds"), {}) as run:
         run.append({"id": "1", "question": "什么是 BM25？"})
     assert ws.export("seeds", tmp_path / "out.parquet") == 1
     assert pq.read_table(tmp_path / "out.parquet").column("question").to_pylist() == ["什么是 BM25？"]
@@ -265,7 +265,7 @@ def test_export_parquet_and_jsonl(tmp_path: Path) -> None:
 
 def test_duckdb_cli_users_can_read_views_from_the_workspace_dir(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws")
-    with ws.start_run("seed", "seeds", {}) as run:
+    with ws.start_run(StageSpec("seed", "seeds"), {}) as run:
         run.append({"id": "1"})
     cwd = os.getcwd()
     try:
@@ -280,23 +280,22 @@ def test_duckdb_cli_users_can_read_views_from_the_workspace_dir(tmp_path: Path) 
 def test_a_run_with_a_call_log_resolves_and_resumes_from_its_own_kind(tmp_path: Path) -> None:
     """synth and a judged filter register an `llm_calls` artifact after their output: naming the run
     must still give its output, and a rerun must resume from it, not from the call log."""
-    from oresearch_cli.llm import CallLog, CallRecord, register_call_log
+    from oresearch_cli.llm import CALLS_KIND, CallLog, CallRecord
 
     ws = Workspace.open(tmp_path / "ws")
-    with ws.start_run("synth", "traces", {"n": 1}, resume=True) as run:
+    with ws.start_run(StageSpec("synth", "traces"), {"n": 1}, resume=True) as run:
         run.append({"id": "s1", "status": "done"})
-        with CallLog(run.dir / "llm_calls.jsonl", run.run_id) as log:
+        with CallLog(run.open_log(CALLS_KIND), run.run_id) as log:
             log.append(
                 CallRecord(
                     call_id="c1", run_id=run.run_id, trace_id="s1", role="worker", model="m",
                     base_url="http://127.0.0.1:8000/v1", prompt_tokens=10, completion_tokens=2,
-                    latency_s=0.1, cost_usd=0.0, attempts=1, status="ok", error=None,
+                    latency_s=0.1, cost_usd=0.0, attempts=1, status="done", error=None,
                     started_at="2026-01-01T00:00:00+00:00",
                 )
             )  # fmt: skip
-        run.finish()
-    assert register_call_log(ws, run.run_id, run.dir / "llm_calls.jsonl") is not None
+        run.finish()  # registers the call log too
     assert {a.kind for a in ws.artifacts(run_id=run.run_id)} == {"traces", "llm_calls"}
     assert ws.resolve_artifact(run.run_id).kind == "traces"
-    with ws.start_run("synth", "traces", {"n": 1}, resume=True) as again:
+    with ws.start_run(StageSpec("synth", "traces"), {"n": 1}, resume=True) as again:
         assert again.is_done("s1")

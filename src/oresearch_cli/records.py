@@ -20,6 +20,14 @@ from oresearch_cli.errors import InputError
 STDIN = "-"
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
 
+# The fields every command looks for, in order, when the user names none (`--field`): one list
+# per meaning, so two commands never read different fields of the same file.
+QUESTION_FIELDS = ("question", "prompt", "query", "instruction", "seed", "text")
+ID_FIELDS = ("id", "qid", "question_id", "task_id", "trace_id", "seed_id")
+LANGUAGE_FIELDS = ("language", "lang")
+# A trace, or a bare report: ores's own `trace`, O-Researcher's `current_answer`, DRB's `article`.
+TRACE_FIELDS = ("trace", "current_answer", "article", "report", "text", "response", "output")
+
 
 @dataclass(frozen=True)
 class Record:
@@ -177,19 +185,41 @@ def require_field(records: list[Record], field: str, name: str) -> None:
             )
 
 
-def pick_field(records: list[Record], field: str | None, candidates: tuple[str, ...], name: str) -> str:
-    """`field` if given (and present in every record), else the first candidate all records have."""
+def pick_field(
+    records: list[Record],
+    field: str | None,
+    candidates: tuple[str, ...],
+    name: str,
+    *,
+    exclude: tuple[str, ...] = (),
+) -> str:
+    """`field` if given (and present in every record), else the first candidate all records have
+    (`exclude`: fields already picked for another meaning)."""
     if field:
         require_field(records, field, name)
         return field
     keys = set(records[0].data)
     for candidate in candidates:
+        if candidate in exclude:
+            continue
         if candidate in keys and all(candidate in r.data for r in records):
             return candidate
     available = ", ".join(sorted(keys)) or "none"
     raise InputError(
         f"{name}: none of the fields {', '.join(candidates)} found (fields: {available}); pass --field NAME"
     )
+
+
+def find_field(
+    data: dict[str, Any], candidates: tuple[str, ...], *, exclude: tuple[str, ...] = ()
+) -> str | None:
+    """The first of `candidates` that `data` has (an optional field: None when it has none)."""
+    return next((c for c in candidates if c in data and c not in exclude), None)
+
+
+def first_value(data: dict[str, Any], candidates: tuple[str, ...]) -> Any:
+    """The value of the first of `candidates` that is set (not None, not empty) in `data`."""
+    return next((data[c] for c in candidates if data.get(c) not in (None, "")), None)
 
 
 def dumps(record: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -100,6 +101,8 @@ def filter_(
         _print_explain(explain(ws, explain_id, run), as_json)
         return
 
+    from oresearch_cli.cli.progress import ConsoleProgress
+    from oresearch_cli.config import load_recipe
     from oresearch_cli.filtering.config import load_filter_config
     from oresearch_cli.stages.filter import FilterOptions, run_filter
 
@@ -132,11 +135,16 @@ def filter_(
         field=field,
         fmt=fmt,
         judge=not no_judge,
-        llm_config=str(config) if config and not no_judge and _has_llm(config) else None,
+        llm_config=str(config) if config and not no_judge and load_recipe(config).has("llm") else None,
         llm_overrides=llm_overrides,
         limit=limit,
     )
-    result = run_filter(ws, traces, options)
+    progress = ConsoleProgress() if err.is_terminal else None
+    try:
+        result = asyncio.run(run_filter(ws, traces, options, progress))
+    finally:
+        if progress is not None:
+            progress.stop()
     if output == "-":
         write_jsonl(result.records, sys.stdout)
     elif output:
@@ -147,6 +155,10 @@ def filter_(
             {
                 "run_id": result.run_id,
                 "funnel": funnel.to_dict(),
+                "rules": {
+                    r.name: {"checked": r.checked, "failed": r.failed, "codes": dict(r.codes)}
+                    for r in result.rules
+                },
                 "judge": {
                     "model": result.judge_model,
                     "calls": result.judge_calls,
@@ -180,16 +192,6 @@ def filter_(
             highlight=False,
         )
     console.print("see one verdict: ores filter --explain ID", highlight=False)
-
-
-def _has_llm(config: Path) -> bool:
-    import yaml
-
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return False
-    return isinstance(data, dict) and "llm" in data
 
 
 def _print_rules(as_json: bool) -> None:

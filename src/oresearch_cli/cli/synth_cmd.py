@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,75 +11,6 @@ import typer
 
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import FieldOption, FormatOption, OutputOption, WsOption, default_ws, err, table
-
-
-class _Bar:
-    """A rich progress bar on stderr: done/failed, traces/min, tokens, cost. When stderr is not a
-    terminal (a log file, CI) a bar would show nothing until the end: one line per trace instead."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("synth"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            console=err,
-            transient=False,
-        )
-        self.task: Any = None
-        self.summary: Any = None  # the run's live summary, for the Ctrl-C message
-        self.started = time.perf_counter()
-        self.lines = not err.is_terminal
-
-    def start(self, summary: Any) -> None:
-        self.summary = summary
-        self.started = time.perf_counter()
-        if self.lines:
-            err.print(
-                f"synth {summary.run_id}: {summary.n_todo} seeds to research "
-                f"({summary.n_skipped} done earlier)",
-                highlight=False,
-                markup=False,
-            )
-            return
-        self.progress.start()
-        self.task = self.progress.add_task("synth", total=summary.n_todo, stats=self._stats(summary))
-
-    def _stats(self, summary: Any) -> str:
-        minutes = max(time.perf_counter() - self.started, 1e-6) / 60
-        rate = (summary.n_done + summary.n_failed) / minutes
-        cost = f"${summary.cost_usd:.4f}" if summary.cost_usd is not None else "$?"
-        tokens = summary.prompt_tokens + summary.completion_tokens
-        return (
-            f"done {summary.n_done} (invalid {summary.n_invalid}) failed {summary.n_failed} | "
-            f"{rate:.1f} traces/min | {tokens:,} tokens | {cost}"
-        )
-
-    def finished(self, record: dict[str, Any], summary: Any) -> None:
-        if self.lines:
-            state = (
-                record["status"]
-                if record["status"] != "done"
-                else ("valid" if record["valid"] else "invalid")
-            )
-            err.print(
-                f"synth {summary.n_done + summary.n_failed}/{summary.n_todo} {record['id']}: {state} in "
-                f"{record['seconds']:.0f} s | {self._stats(summary)}",
-                highlight=False,
-                markup=False,
-            )
-            return
-        self.progress.update(self.task, advance=1, stats=self._stats(summary))
-
-    def stop(self) -> None:
-        # A bar never started (the run failed its checks) would print a stray blank line before
-        # the one-line error.
-        if self.task is not None:
-            self.progress.stop()
-            self.task = None
 
 
 @app.command()
@@ -171,9 +102,10 @@ def synth(
     ws: WsOption = default_ws(),
 ) -> None:
     """Synthesize one research trace per seed: planner -> parallel workers -> summarizer, into `traces`."""
+    from oresearch_cli.cli.progress import ConsoleProgress
     from oresearch_cli.llm import load_config
     from oresearch_cli.records import write_jsonl
-    from oresearch_cli.stages.synth import parse_shard, run_synth, synth_options
+    from oresearch_cli.stages.synth import STAGE, parse_shard, run_synth, synth_options
     from oresearch_cli.workspace import Workspace
 
     overrides = {
@@ -214,18 +146,21 @@ def synth(
         elif output:
             written.append(record)
 
-    bar = _Bar()
+    bar = ConsoleProgress()
+    workspace = Workspace.open(ws)
     try:
-        summary = run_synth(Workspace.open(ws), seeds, options, llm_config, progress=bar, on_record=on_record)
+        summary = asyncio.run(
+            run_synth(workspace, seeds, options, llm_config, progress=bar, on_record=on_record)
+        )
     except KeyboardInterrupt:
         # run_synth has marked the run interrupted and kept the finished traces; say so in one line
         # instead of typer's silent exit, and exit 130 as shells expect after Ctrl-C.
         bar.stop()
         _write_output(output, written)
-        kept = bar.summary.n_done + bar.summary.n_failed if bar.summary is not None else 0
-        run = f" (run {bar.summary.run_id})" if bar.summary is not None else ""
+        runs = workspace.runs(stage=STAGE, limit=1) if bar.label else []
+        run = f" (run {runs[0].run_id})" if runs else ""
         err.print(
-            f"[bold yellow]interrupted:[/] {kept} traces finished this run are kept{run}; "
+            f"[bold yellow]interrupted:[/] {bar.done} traces finished this run are kept{run}; "
             "rerun the same command to do the rest",
             highlight=False,
         )
@@ -237,7 +172,7 @@ def synth(
     bar.stop()
     _write_output(output, written, partial=False)
     cost = f"{summary.cost_usd:.4f}" if summary.cost_usd is not None else "unknown"
-    rows = [
+    rows: list[list[Any]] = [
         ["seeds in input", summary.n_input],
         *([["in this shard", summary.n_in_shard]] if options.shard else []),
         ["skipped (done earlier)", summary.n_skipped - summary.n_skipped_failed],

@@ -18,7 +18,17 @@ from rich.text import Text as RichText
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import FieldOption, FormatOption, JsonOption, out, print_json, table
 from oresearch_cli.errors import InputError
-from oresearch_cli.records import STDIN, pick_field, read_records, source_name
+from oresearch_cli.records import (
+    ID_FIELDS,
+    QUESTION_FIELDS,
+    STDIN,
+    TRACE_FIELDS,
+    find_field,
+    first_value,
+    pick_field,
+    read_records,
+    source_name,
+)
 from oresearch_cli.trace import (
     CODES,
     Bounds,
@@ -49,9 +59,6 @@ trace_app = typer.Typer(
 )
 app.add_typer(trace_app, name="trace")
 
-TRACE_FIELDS = ("trace", "text", "article", "current_answer", "response")
-ID_FIELDS = ("id", "trace_id", "seed_id", "qid")
-QUESTION_FIELDS = ("question", "prompt", "query")
 RAW_SUFFIXES = (".txt", ".md", ".markdown", ".text", ".log")
 RAW_FORMATS = ("text", "txt", "raw")
 
@@ -139,10 +146,10 @@ def load_items(source: str, field: str | None = None, fmt: str | None = None) ->
             raise InputError(
                 f"{record.origin}: field {column!r} holds {type(value).__name__}, not text; pass --field with the trace text"
             )
-        rid = next((record.data[k] for k in ID_FIELDS if record.data.get(k) not in (None, "")), None)
-        question = next(
-            (record.data[k] for k in QUESTION_FIELDS if isinstance(record.data.get(k), str)), None
-        )
+        rid = first_value(record.data, ID_FIELDS)
+        question_field = find_field(record.data, QUESTION_FIELDS, exclude=(column,))
+        question = record.data.get(question_field) if question_field else None
+        question = question if isinstance(question, str) else None
         items.append(Item(str(rid) if rid is not None else str(index), value, question, record.origin))
     return items
 

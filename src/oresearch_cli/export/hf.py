@@ -16,29 +16,41 @@ import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from oresearch_cli.errors import WorkspaceError
-from oresearch_cli.workspace import Workspace
-from oresearch_cli.workspace.run import iter_source
-
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("question", pa.string()),
-        ("language", pa.string()),
-        ("trace", pa.string()),
-        ("report", pa.string()),
-        ("judge_overall", pa.float64()),
-        ("judge_scores", pa.string()),
-        ("source_run", pa.string()),
-        ("models", pa.string()),
-        ("status", pa.string()),
-    ]
+from oresearch_cli.workspace import (
+    ArtifactRecord,
+    RunStatus,
+    StageSpec,
+    Status,
+    Workspace,
+    iter_source,
 )
+from oresearch_cli.workspace.records import to_table
+
+
+@dataclass
+class AcceptedRecord(ArtifactRecord):
+    """A row of the exported dataset and of the workspace's `accepted` artifact."""
+
+    KIND: ClassVar[str] = "accepted"
+
+    id: str
+    question: str | None
+    language: str | None
+    trace: str | None
+    report: str | None
+    judge_overall: float | None
+    judge_scores: str | None
+    source_run: str
+    models: str | None
+    status: Status = Status.DONE
+
+
+EXPORT = StageSpec.of("export", AcceptedRecord)
 DATA_FILE = "data/train-00000-of-00001.parquet"
 
 
@@ -53,18 +65,20 @@ class ExportResult:
 
 def _spotcheck_of(ws: Workspace, filtered_run: str) -> tuple[set[str], dict[str, Any] | None]:
     """Ids humans rejected in spot checks of `filtered_run`, and the newest gate on it."""
+    from oresearch_cli.stages.spotcheck import GATE_FILE, SPOTCHECK
+
     rejected: set[str] = set()
     gate = None
-    for run in sorted(ws.runs(stage="spotcheck"), key=lambda r: r.started_at):
-        if run.config.get("filtered_run") != filtered_run or run.status != "done":
+    for run in sorted(ws.runs(stage=SPOTCHECK.name), key=lambda r: r.started_at):
+        if run.config.get("filtered_run") != filtered_run or run.status != RunStatus.DONE:
             continue
-        for artifact in ws.artifacts(run_id=run.run_id):
+        for artifact in ws.artifacts(run_id=run.run_id, kind=SPOTCHECK.kind):
             for record in iter_source(artifact.path):
                 if record.get("human_verdict") == "reject":
                     rejected.add(str(record["id"]))
                 else:
                     rejected.discard(str(record["id"]))
-        path = ws.run_dir("spotcheck", run.run_id) / "gate.json"
+        path = ws.run_dir(SPOTCHECK.name, run.run_id) / GATE_FILE
         if path.exists():
             gate = {**json.loads(path.read_text(encoding="utf-8")), "run_id": run.run_id}
     return rejected, gate
@@ -87,35 +101,32 @@ def export_accepted(
     rows = ws.read_artifact(artifact)
     accepted = [r for r in rows if r.get("verdict") == "accepted" and str(r["id"]) not in rejected]
     records = [
-        {
-            "id": str(r["id"]),
-            "question": r.get("question"),
-            "language": r.get("language"),
-            "trace": r.get("trace"),
-            "report": r.get("report"),
-            "judge_overall": r.get("judge_overall"),
-            "judge_scores": r.get("judge_scores"),
-            "source_run": artifact.run_id,
-            "models": r.get("models"),
-            "status": "done",
-        }
+        AcceptedRecord(
+            id=str(r["id"]),
+            question=r.get("question"),
+            language=r.get("language"),
+            trace=r.get("trace"),
+            report=r.get("report"),
+            judge_overall=r.get("judge_overall"),
+            judge_scores=r.get("judge_scores"),
+            source_run=artifact.run_id,
+            models=r.get("models"),
+        ).to_row()
         for r in accepted
     ]
     out_dir = Path(out_dir)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(records, schema=SCHEMA), out_dir / DATA_FILE)
+    pq.write_table(to_table(records, AcceptedRecord), out_dir / DATA_FILE)
     filter_run = ws.get_run(artifact.run_id)
     (out_dir / "README.md").write_text(
         dataset_card(rows, records, filter_run.config, gate, len(rejected & {str(r["id"]) for r in rows})),
         encoding="utf-8",
     )
-    run = ws.start_run(
-        "export", "accepted", {"filtered_run": artifact.run_id, "out": str(out_dir)}, [artifact.run_id]
-    )
-    with run:
+    with ws.start_run(
+        EXPORT, {"filtered_run": artifact.run_id, "out": str(out_dir)}, [artifact.run_id]
+    ) as run:
         for record in records:
             run.append(record)
-        run.finish(SCHEMA)
     return ExportResult(out_dir, len(records), artifact.run_id, len(rejected), gate)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from oresearch_cli.filtering.config import JudgeSettings
+from oresearch_cli.migrations import Migration, migrate_sqlite, run_script
 from oresearch_cli.trace import CrawlPage, Observation, WebSearch, has_tags, parse
 
 RUBRIC_VERSION = "rubric-v2"  # part of the cache key: bump when the prompt or the parsing changes
@@ -174,6 +175,21 @@ def cache_key(model: str, question: str, text: str) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+# The judge cache's schema, one step per change (`oresearch_cli.migrations`; version in
+# PRAGMA user_version). Step 1 is the table as the first filter wrote it: a cache of that ores
+# (version 0) is adopted as is.
+CACHE_MIGRATIONS = (
+    Migration(
+        1,
+        "scores by key",
+        run_script(
+            "CREATE TABLE IF NOT EXISTS judge (key TEXT PRIMARY KEY, model TEXT, rubric TEXT, "
+            "scores TEXT NOT NULL, created_at REAL NOT NULL)"
+        ),
+    ),
+)
+
+
 class JudgeCache:
     """Judge results in a SQLite file (WAL): key -> scores JSON. Only successes are stored."""
 
@@ -186,10 +202,7 @@ class JudgeCache:
         self._db = sqlite3.connect(str(path), timeout=30.0, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS judge (key TEXT PRIMARY KEY, model TEXT, rubric TEXT, "
-            "scores TEXT NOT NULL, created_at REAL NOT NULL)"
-        )
+        migrate_sqlite(self._db, CACHE_MIGRATIONS, where=path)
 
     @classmethod
     def for_workspace(cls, ws: Any) -> JudgeCache:
@@ -232,43 +245,54 @@ class JudgeResult:
 
 
 async def _judge_one(llm: Any, task: JudgeTask, settings: JudgeSettings) -> JudgeResult:
-    from oresearch_cli.llm import LLMError, MalformedOutput
+    """Ask for the scores up to `max_attempts` times, re-asking with `stricter`; an endpoint
+    failure ends the asking with `error` set rather than raising, so the batch goes on."""
+    from oresearch_cli.llm import ChatResult, FailedReply, LLMError, ReplyError, ask_structured
+
+    def parse(answer: ChatResult) -> dict[str, dict[str, Any]]:
+        try:
+            return check_scores(answer.data or {})
+        except JudgeOutputError as exc:
+            raise ReplyError(str(exc)) from None
 
     messages = build_messages(task.question, task.text, task.report, settings.max_chars)
     result = JudgeResult(task.id, None, None)
-    for attempt in range(1, settings.max_attempts + 1):
-        result.attempts = attempt
-        try:
-            answer = await llm.chat_json("judge", messages, SCHEMA, trace_id=task.id)
-            scores = check_scores(answer.data or {})
-        except MalformedOutput as exc:
-            problem, raw = exc.reason or str(exc), exc.raw
-        except JudgeOutputError as exc:
-            problem, raw = str(exc), answer.text
-        except LLMError as exc:
-            result.error = f"endpoint: {exc}"
-            return result
-        else:
-            result.scores, result.overall, result.error = scores, overall(scores), None
-            return result
-        result.error = f"malformed output: {problem}"
-        result.raw.append(raw[:500])
-        messages = stricter(messages, raw, problem)
+    failed: list[FailedReply] = []
+    try:
+        asked = await ask_structured(
+            llm,
+            "judge",
+            messages,
+            parse,
+            restate=stricter,
+            max_attempts=settings.max_attempts,
+            schema=SCHEMA,
+            json_object=True,
+            trace_id=task.id,
+            failed=failed,
+        )
+    except LLMError as exc:
+        result.attempts, result.error = len(failed) + 1, f"endpoint: {exc}"
+    else:
+        result.attempts, result.scores = asked.attempts, asked.value
+        if asked.value is not None:
+            result.overall = overall(asked.value)
+        elif failed:
+            result.error = f"malformed output: {failed[-1].reason}"
+    result.raw = [f.raw[:500] for f in failed]
     return result
 
 
-def judge_all(
+async def judge_all(
     tasks: Sequence[JudgeTask],
-    llm_config: Any,
+    llm: Any,
     settings: JudgeSettings,
     cache: JudgeCache,
-    call_log: Any = None,
     progress: Callable[[JudgeResult], None] | None = None,
 ) -> list[JudgeResult]:
-    """Judge every task (cached ones without a call), in input order."""
-    from oresearch_cli.llm import LLMClient
-
-    model = llm_config.role("judge").model
+    """Judge every task through `llm` (an open `LLMClient`), in input order; a task cached for
+    the judge's model makes no call, a new score is cached."""
+    model = llm.config.role("judge").model
     results: dict[str, JudgeResult] = {}
     todo: list[tuple[JudgeTask, str]] = []
     for task in tasks:
@@ -280,22 +304,16 @@ def judge_all(
                 progress(results[task.id])
         else:
             todo.append((task, key))
+    gate = asyncio.Semaphore(max(1, settings.concurrency))
 
-    async def main() -> None:
-        gate = asyncio.Semaphore(max(1, settings.concurrency))
-        async with LLMClient(llm_config, call_log) as llm:
+    async def one(task: JudgeTask, key: str) -> None:
+        async with gate:
+            result = await _judge_one(llm, task, settings)
+        if result.scores is not None:
+            cache.put(key, model, result.scores)
+        results[task.id] = result
+        if progress:
+            progress(result)
 
-            async def one(task: JudgeTask, key: str) -> None:
-                async with gate:
-                    result = await _judge_one(llm, task, settings)
-                if result.scores is not None:
-                    cache.put(key, model, result.scores)
-                results[task.id] = result
-                if progress:
-                    progress(result)
-
-            await asyncio.gather(*(one(t, k) for t, k in todo))
-
-    if todo:
-        asyncio.run(main())
+    await asyncio.gather(*(one(t, k) for t, k in todo))
     return [results[t.id] for t in tasks]

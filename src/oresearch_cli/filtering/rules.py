@@ -1,20 +1,23 @@
-"""The hard rules: fast, named, individually switchable checks, each rejecting with reason codes.
+"""The hard rules: small named units, each with its reason codes and its check, run over one
+shared scan of each trace (`oresearch_cli.filtering.scan`: parsed once, validated once, the
+report analyzed once).
 
-Every trace is parsed once, validated once (`oresearch_cli.trace.validate`) and its report
-analyzed once; each rule then reads what it needs from that. Rules run in rule order and all of
-them run on every trace, so a rejected trace carries every reason, and the funnel can say how many
-traces are left after each rule.
+A rule is a class with a `name`, its `codes` (reason code -> meaning), a `doc`, and `check(scan,
+cfg) -> Finding` (the codes it fails and what it measured); a rule that is cheaper over a whole
+batch (the language rule) overrides `check_batch`. `RULES` is built from the classes in rule
+order. Every enabled rule runs on every trace, so a rejected trace carries every reason, and
+the funnel can say how many traces are left after each rule; `rule_stats` counts per rule.
 
 Reason codes. Codes of the trace module (`oresearch_cli.trace.CODES`) keep their name where a
 dedicated rule owns them (`tool-calls-above-max`, `report-missing-section`, `citation-unresolved`,
 `reference-url-not-observed`); every other *error* the validator finds is reported by the
 `validation` rule as `trace:<code>` (e.g. `trace:unclosed-tag`). Warnings never reject; they are
-counted in `details.validation.warnings`. `RULES` lists each rule with its codes and meaning.
+counted in `details.validation.warnings`.
 
 Speed (benchmarks/bench_filter.py): parsing, validation and report analysis are the trace
 module's and take most of the time; the language check, the costliest of ours, runs once per
-batch (`evaluate_batch`, `oresearch_cli.filtering.language`). A batch runs in worker processes
-when it is big enough (`FilterConfig.workers`).
+batch (`oresearch_cli.filtering.language`). A batch runs in worker processes when it is big
+enough (`FilterConfig.workers`).
 """
 
 from __future__ import annotations
@@ -26,123 +29,308 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from oresearch_cli.filtering.config import FilterConfig
 from oresearch_cli.filtering.language import detect_languages
-from oresearch_cli.trace import (
-    Bounds,
-    CrawlPage,
-    Observation,
-    Plan,
-    SubtaskAnswer,
-    Text,
-    Think,
-    WebSearch,
-    analyze_report,
-    has_tags,
-    normalize_url,
-    parse,
-    report_text,
-    validate,
-)
+from oresearch_cli.filtering.scan import Item, Scan, scan
+from oresearch_cli.textutil.tokens import estimate_tokens
+from oresearch_cli.trace import CrawlPage, Plan, SubtaskAnswer, Text, Think, WebSearch, parse, report_text
 from oresearch_cli.trace import tags as trace_tags
 
+__all__ = [
+    "OWNED_CODES",
+    "RULES",
+    "RULE_ORDER",
+    "Finding",
+    "Item",
+    "Outcome",
+    "Rule",
+    "RuleStats",
+    "count_tokens",
+    "evaluate",
+    "evaluate_batch",
+    "rule_stats",
+    "run_rules",
+]
 
-@dataclass(frozen=True)
-class RuleInfo:
-    name: str
-    codes: dict[str, str]  # reason code -> what it means
-    doc: str
-    needs_trace: bool = False  # skipped for bare reports (report-only input)
+
+@dataclass
+class Finding:
+    """What one rule found on one trace: the codes it fails (none: passed) and what it measured
+    (None: nothing to report, e.g. the trace rules on a bare report)."""
+
+    codes: list[str] = field(default_factory=list)
+    details: dict[str, Any] | None = None
 
 
-RULES: dict[str, RuleInfo] = {
-    r.name: r
-    for r in (
-        RuleInfo(
-            "status",
-            {"synth-failed": "the synth run marked this trace failed (see its error)"},
-            "The producing run finished the item (`status` is done, when the input has a status).",
-        ),
-        RuleInfo(
-            "validation",
-            {
-                "trace:<code>": "an error of the trace validator (oresearch_cli.trace.CODES) no other rule owns"
-            },
-            "The trace passes `oresearch_cli.trace.validate` (the report alone for report-only input).",
-        ),
-        RuleInfo(
-            "tool_calls",
-            {
-                "tool-calls-below-min": "a subtask makes fewer tool calls than --min-tool-calls",
-                "tool-calls-above-max": "a subtask makes more tool calls than --max-tool-calls",
-            },
-            "Each subtask makes between min_tool_calls and max_tool_calls tool calls.",
-            needs_trace=True,
-        ),
-        RuleInfo(
-            "steps",
-            {
-                "too-few-steps": "fewer tagged steps than --min-steps",
-                "too-many-steps": "more tagged steps than --max-steps",
-            },
-            "The trace's tagged steps (observations and the report included) are within bounds.",
-            needs_trace=True,
-        ),
-        RuleInfo(
-            "sections",
-            {"report-missing-section": "the report lacks Introduction, Body, Conclusion or References"},
-            "The report has all four sections.",
-        ),
-        RuleInfo(
-            "citations",
-            {
-                "citation-unresolved": "an in-text citation [n] with no reference n",
-                "reference-url-not-observed": "a reference URL no observation showed (traces only)",
-            },
-            "Every citation resolves to a reference, and every reference URL was observed.",
-        ),
-        RuleInfo(
-            "sources",
-            {"too-few-sources": "fewer distinct cited pages than --min-sources"},
-            "The report cites at least min_sources distinct pages (URLs, normalized).",
-        ),
-        RuleInfo(
-            "length",
-            {
-                "report-too-short": "the report has fewer tokens than min_report_tokens",
-                "report-too-long": "the report has more tokens than max_report_tokens",
-                "trace-too-long": "the whole trace has more tokens than max_trace_tokens",
-            },
-            "Token counts (the target model's tokenizer with --tokenizer, else an estimate) are in bounds.",
-        ),
-        RuleInfo(
-            "repetition",
-            {"repetition-loop": "model-written text repeats a line or compresses like a loop"},
-            "No line of the model's own text repeats max_line_repeats times; it does not compress "
-            "below min_compression.",
-        ),
-        RuleInfo(
-            "language",
-            {"language-mismatch": "the report is not in the question's language"},
-            "The report's language is the question's.",
-        ),
-        RuleInfo(
-            "truncated",
-            {
-                "truncated": "the output stops early: no report, an unclosed report, or a cut-off last sentence"
-            },
-            "The output is complete.",
-        ),
-        RuleInfo(
-            "leaked",
-            {
-                "leaked-tag": "a trace tag inside the report",
-                "leaked-prompt": "prompt text or chat-template tokens inside the report",
-            },
-            "The report holds no trace tags and no prompt text.",
-        ),
+class Rule:
+    """A hard rule. Subclasses set the class attributes and implement `check`."""
+
+    name: ClassVar[str]
+    codes: ClassVar[dict[str, str]]
+    doc: ClassVar[str]
+    needs_trace: ClassVar[bool] = False  # skipped for bare reports (report-only input)
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        raise NotImplementedError
+
+    def check_batch(self, scans: Sequence[Scan], cfg: FilterConfig) -> list[Finding]:
+        return [self.check(s, cfg) for s in scans]
+
+
+def _owned_errors(scan: Scan, rule: str) -> list[str]:
+    """The validator's error codes that `rule` owns (OWNED_CODES), once each, in order."""
+    codes: list[str] = []
+    for problem in scan.errors:
+        if OWNED_CODES.get(problem.code) == rule and problem.code not in codes:
+            codes.append(problem.code)
+    return codes
+
+
+class StatusRule(Rule):
+    name = "status"
+    codes = {"synth-failed": "the synth run marked this trace failed (see its error)"}
+    doc = "The producing run finished the item (`status` is done, when the input has a status)."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        item = scan.item
+        if item.status is not None and item.status not in ("done", "ok"):
+            return Finding(["synth-failed"], {"status": item.status, "error": item.error})
+        return Finding()
+
+
+class ValidationRule(Rule):
+    name = "validation"
+    codes = {"trace:<code>": "an error of the trace validator (oresearch_cli.trace.CODES) no other rule owns"}
+    doc = "The trace passes `oresearch_cli.trace.validate` (the report alone for report-only input)."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        codes: list[str] = []
+        for problem in scan.errors:
+            code = f"trace:{problem.code}"
+            if problem.code not in OWNED_CODES and code not in codes:
+                codes.append(code)
+        details = {
+            "errors": [{"code": p.code, "line": p.line, "message": p.message} for p in scan.errors[:20]],
+            "warnings": dict(scan.warnings),
+        }
+        return Finding(codes, details)
+
+
+class ToolCallsRule(Rule):
+    name = "tool_calls"
+    codes = {
+        "tool-calls-below-min": "a subtask makes fewer tool calls than --min-tool-calls",
+        "tool-calls-above-max": "a subtask makes more tool calls than --max-tool-calls",
+    }
+    doc = "Each subtask makes between min_tool_calls and max_tool_calls tool calls."
+    needs_trace = True
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        trace = scan.trace
+        per_subtask = [len(s.tool_calls) for s in trace.subtasks] or [
+            sum(isinstance(s, _TOOL_CALLS) for s in trace.preamble)
+        ]
+        details = {"per_subtask": per_subtask, "min": cfg.min_tool_calls, "max": cfg.max_tool_calls}
+        return Finding(_owned_errors(scan, self.name), details)
+
+
+class StepsRule(Rule):
+    name = "steps"
+    codes = {
+        "too-few-steps": "fewer tagged steps than --min-steps",
+        "too-many-steps": "more tagged steps than --max-steps",
+    }
+    doc = "The trace's tagged steps (observations and the report included) are within bounds."
+    needs_trace = True
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        n_steps = sum(not isinstance(s, Text) for s in scan.steps) + (scan.trace.report is not None)
+        codes = []
+        if n_steps < cfg.min_steps:
+            codes.append("too-few-steps")
+        if n_steps > cfg.max_steps:
+            codes.append("too-many-steps")
+        return Finding(codes, {"steps": n_steps, "subtasks": len(scan.trace.subtasks)})
+
+
+class SectionsRule(Rule):
+    name = "sections"
+    codes = {"report-missing-section": "the report lacks Introduction, Body, Conclusion or References"}
+    doc = "The report has all four sections."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        details = {"missing": scan.analysis.missing_sections} if scan.analysis is not None else None
+        return Finding(_owned_errors(scan, self.name), details)
+
+
+class CitationsRule(Rule):
+    name = "citations"
+    codes = {
+        "citation-unresolved": "an in-text citation [n] with no reference n",
+        "reference-url-not-observed": "a reference URL no observation showed (traces only)",
+    }
+    doc = "Every citation resolves to a reference, and every reference URL was observed."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        analysis = scan.analysis
+        details = (
+            {"citations": len(analysis.citations), "references": len(analysis.references)}
+            if analysis is not None
+            else None
+        )
+        return Finding(_owned_errors(scan, self.name), details)
+
+
+class SourcesRule(Rule):
+    name = "sources"
+    codes = {"too-few-sources": "fewer distinct cited pages than --min-sources"}
+    doc = "The report cites at least min_sources distinct pages (URLs, by page identity)."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        sources = scan.distinct_sources
+        codes = ["too-few-sources"] if scan.analysis is None or sources < cfg.min_sources else []
+        return Finding(codes, {"distinct_cited": sources, "min": cfg.min_sources})
+
+
+class LengthRule(Rule):
+    name = "length"
+    codes = {
+        "report-too-short": "the report has fewer tokens than min_report_tokens",
+        "report-too-long": "the report has more tokens than max_report_tokens",
+        "trace-too-long": "the whole trace has more tokens than max_trace_tokens",
+    }
+    doc = "Token counts (the target model's tokenizer with --tokenizer, else an estimate) are in bounds."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        item = scan.item
+        if item.tokens is not None:
+            report_tokens, trace_tokens = item.tokens
+            how = cfg.tokenizer
+        else:
+            report_tokens, trace_tokens = estimate_tokens(scan.report), estimate_tokens(item.text)
+            how = "estimate"
+        codes = []
+        if report_tokens < cfg.min_report_tokens:
+            codes.append("report-too-short")
+        if report_tokens > cfg.max_report_tokens:
+            codes.append("report-too-long")
+        if trace_tokens > cfg.max_trace_tokens:
+            codes.append("trace-too-long")
+        return Finding(
+            codes, {"report_tokens": report_tokens, "trace_tokens": trace_tokens, "tokenizer": how}
+        )
+
+
+class RepetitionRule(Rule):
+    name = "repetition"
+    codes = {"repetition-loop": "model-written text repeats a line or compresses like a loop"}
+    doc = (
+        "No line of the model's own text repeats max_line_repeats times; it does not compress "
+        "below min_compression."
+    )
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        rep = _repetition(_model_text(scan.steps, scan.report), cfg)
+        compression = rep["compression"]
+        looped = rep["max_line_repeats"] >= cfg.max_line_repeats or (
+            compression is not None and compression < cfg.min_compression
+        )
+        return Finding(["repetition-loop"] if looped else [], rep)
+
+
+LANGUAGE_SAMPLE = 2000  # characters of the report body whose language is compared with the question's
+
+
+class LanguageRule(Rule):
+    name = "language"
+    codes = {"language-mismatch": "the report is not in the question's language"}
+    doc = "The report's language is the question's."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        return self.check_batch([scan], cfg)[0]
+
+    def check_batch(self, scans: Sequence[Scan], cfg: FilterConfig) -> list[Finding]:
+        """Languages are the costliest check: every question and report body of the batch is
+        detected in one call. `und` (nothing to judge) on either side never rejects."""
+        findings = [Finding() for _ in scans]
+        pending: list[tuple[int, str | None, str | None, str]] = []  # index, question, given, body
+        for index, s in enumerate(scans):
+            if not s.report.strip():
+                continue
+            span = s.analysis.references_span if s.analysis is not None else None
+            body = s.report[: span[0]] if span else s.report
+            question = None if s.item.language or not s.item.question.strip() else s.item.question
+            pending.append((index, question, s.item.language, body[:LANGUAGE_SAMPLE]))
+        if not pending:
+            return findings
+        questions = list(dict.fromkeys(q for _, q, _, _ in pending if q is not None))
+        found = detect_languages(questions + [body for *_, body in pending])
+        question_langs = dict(zip(questions, found[: len(questions)], strict=True))
+        for (index, question, given, _), report_lang in zip(pending, found[len(questions) :], strict=True):
+            question_lang = given or (question_langs[question] if question is not None else "und")
+            mismatch = "und" not in (question_lang, report_lang) and question_lang != report_lang
+            findings[index] = Finding(
+                ["language-mismatch"] if mismatch else [], {"question": question_lang, "report": report_lang}
+            )
+        return findings
+
+
+class TruncatedRule(Rule):
+    name = "truncated"
+    codes = {"truncated": "the output stops early: no report, an unclosed report, or a cut-off last sentence"}
+    doc = "The output is complete."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        trace, item = scan.trace, scan.item
+        why = None
+        if not scan.report_only and trace.report is None:
+            why = "no report"
+        elif not scan.report_only and any(
+            n.code == "unclosed-tag" and trace.report is not None and n.offset == trace.report.offset
+            for n in trace.notes
+        ):
+            why = "report never closed"
+        elif scan.analysis is not None and _is_cut_off(scan.report, scan.analysis):
+            why = "last sentence cut off"
+        elif item.error and re.search(r"truncat|max_tokens|length", item.error, re.IGNORECASE):
+            why = f"synth error: {item.error[:80]}"
+        return Finding(["truncated"] if why else [], {"why": why})
+
+
+class LeakedRule(Rule):
+    name = "leaked"
+    codes = {
+        "leaked-tag": "a trace tag inside the report",
+        "leaked-prompt": "prompt text or chat-template tokens inside the report",
+    }
+    doc = "The report holds no trace tags and no prompt text."
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        if not scan.report:
+            return Finding()
+        markers = [m for m in cfg.leak_markers if m in scan.report]
+        tag = trace_tags.contains_tag(scan.report)
+        codes = (["leaked-tag"] if tag else []) + (["leaked-prompt"] if markers else [])
+        return Finding(codes, {"tag": tag, "markers": markers})
+
+
+RULES: dict[str, Rule] = {
+    rule.name: rule
+    for rule in (
+        StatusRule(),
+        ValidationRule(),
+        ToolCallsRule(),
+        StepsRule(),
+        SectionsRule(),
+        CitationsRule(),
+        SourcesRule(),
+        LengthRule(),
+        RepetitionRule(),
+        LanguageRule(),
+        TruncatedRule(),
+        LeakedRule(),
     )
 }
 RULE_ORDER: tuple[str, ...] = tuple(RULES)
@@ -156,32 +344,7 @@ OWNED_CODES = {
     "reference-url-not-observed": "citations",
 }
 
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _TERMINAL = tuple(".!?。！？…)]）】\"'”’*`|>:：")
-
-
-def estimate_tokens(text: str) -> int:
-    """About what a BPE tokenizer gives: 4 Latin characters per token, about 1 token per CJK character."""
-    if not text:
-        return 0
-    if text.isascii():
-        return (len(text) + 3) // 4
-    cjk = len(_CJK.findall(text))
-    return cjk + (len(text) - cjk + 3) // 4
-
-
-@dataclass
-class Item:
-    """One trace to check. `text` is the trace (or a bare report); `tokens` (report, trace) are
-    filled in when a tokenizer counted them for the whole batch."""
-
-    id: str
-    text: str
-    question: str = ""
-    language: str | None = None
-    status: str | None = None
-    error: str | None = None
-    tokens: tuple[int, int] | None = None
 
 
 @dataclass
@@ -240,178 +403,76 @@ def _is_cut_off(report: str, analysis: Any) -> bool:
     if span is not None and analysis.references and span[1] >= len(text):
         return False  # ends with its reference list
     last = text.splitlines()[-1].strip()
-    if last.startswith(("#", "|", "-", "*", "```")) or re.match(r"^\d+[.)]", last):
+    # A numbered list item (`3. Item`), not a decimal that a cut-off sentence starts with (`3.5 perc`).
+    if last.startswith(("#", "|", "-", "*", "```")) or re.match(r"^\d+[.)]\s", last):
         return False  # a heading, table row, list item or code fence
     return not text.endswith(_TERMINAL)
 
 
-LANGUAGE_SAMPLE = 2000  # characters of the report body whose language is compared with the question's
-
-
-@dataclass
-class _LanguageCheck:
-    """What the language rule needs, kept until the batch's languages are detected together."""
-
-    question: str | None  # the question's text when its language is not given
-    question_lang: str | None  # the given language
-    body: str  # the report's body (before its references), cut to LANGUAGE_SAMPLE
-
-
 def evaluate(item: Item, cfg: FilterConfig) -> Outcome:
-    """Every enabled rule on one trace: parse once, validate once, analyze the report once."""
+    """Every enabled rule on one trace."""
     return evaluate_batch([item], cfg)[0]
 
 
 def evaluate_batch(items: Sequence[Item], cfg: FilterConfig) -> list[Outcome]:
-    """`evaluate` on each item; languages (the costliest check) are detected for the whole batch at once."""
-    checked = [_check(item, cfg) for item in items]
-    pending = [(out, lang) for out, lang in checked if lang is not None]
-    if pending:
-        questions = list(dict.fromkeys(c.question for _, c in pending if c.question is not None))
-        bodies = [c.body for _, c in pending]
-        found = detect_languages(questions + bodies)
-        question_langs = dict(zip(questions, found[: len(questions)], strict=True))
-        for (out, check), report_lang in zip(pending, found[len(questions) :], strict=True):
-            question_lang = check.question_lang or (
-                question_langs[check.question] if check.question is not None else "und"
-            )
-            out.language = question_lang if question_lang != "und" else report_lang
-            out.details["language"] = {"question": question_lang, "report": report_lang}
-            if "und" not in (question_lang, report_lang) and question_lang != report_lang:
-                out.fails["language"] = ["language-mismatch"]
-    return [out for out, _ in checked]
+    """Every enabled rule on each item: one scan per item, then each rule over the batch."""
+    scans = [scan(item, cfg) for item in items]
+    outcomes = [
+        Outcome(id=s.item.id, report=s.report, mode="report" if s.report_only else "trace") for s in scans
+    ]
+    for rule in RULES.values():
+        if not cfg.enabled(rule.name):
+            continue
+        # A trace rule on a bare report has nothing to check; the others read the report alone.
+        applicable = [i for i, s in enumerate(scans) if not (rule.needs_trace and s.report_only)]
+        findings = rule.check_batch([scans[i] for i in applicable], cfg)
+        for index, finding in zip(applicable, findings, strict=True):
+            outcome = outcomes[index]
+            if finding.codes:
+                outcome.fails[rule.name] = list(dict.fromkeys(finding.codes))
+            if finding.details is not None:
+                outcome.details[rule.name] = finding.details
+    for s, outcome in zip(scans, outcomes, strict=True):
+        language = outcome.details.get("language")
+        if language:
+            given = language["question"]
+            outcome.language = given if given != "und" else language["report"]
+        outcome.quality = (
+            s.distinct_sources
+            - 0.5 * sum(s.warnings.values())
+            + min(len(s.report) / 4000, 5.0)
+            + 0.1 * min(s.n_observations, 20)
+        )
+    return outcomes
 
 
-def _check(item: Item, cfg: FilterConfig) -> tuple[Outcome, _LanguageCheck | None]:
-    """Every rule but the language comparison, which `evaluate_batch` finishes for the batch."""
-    on = cfg.enabled
-    trace = parse(item.text)
-    report_only = not has_tags(trace)
-    report = report_text(trace, bare_text_is_report=report_only) or ""
-    out = Outcome(id=item.id, report=report, mode="report" if report_only else "trace")
-    fails = out.fails
-    details = out.details
-    steps = [s for _, group in trace.groups() for s in group]  # trace.steps() without the numbers
+@dataclass
+class RuleStats:
+    """Per rule over a batch: traces it checked, traces it failed, and how often each code."""
 
-    def fail(rule: str, code: str) -> None:
-        if on(rule) and code not in fails.setdefault(rule, []):
-            fails[rule].append(code)
+    name: str
+    checked: int = 0
+    failed: int = 0
+    codes: Counter[str] = field(default_factory=Counter)
 
-    if on("status") and item.status is not None and item.status not in ("done", "ok"):
-        fail("status", "synth-failed")
-        details["status"] = {"status": item.status, "error": item.error}
 
-    # Analyzed once: validate checks the report with this analysis, and the rules below read it.
-    analysis = analyze_report(report) if report else None
-    bounds = Bounds(cfg.min_tool_calls, cfg.max_tool_calls)
-    problems = validate(trace, bounds, report_only=report_only, analysis=analysis)
-    errors = [p for p in problems if p.severity == "error"]
-    warnings = Counter(p.code for p in problems if p.severity == "warning")
-    for p in errors:
-        owner = OWNED_CODES.get(p.code)
-        if owner is None:
-            fail("validation", f"trace:{p.code}")
-        elif not (report_only and RULES[owner].needs_trace):
-            fail(owner, p.code)
-    details["validation"] = {
-        "errors": [{"code": p.code, "line": p.line, "message": p.message} for p in errors[:20]],
-        "warnings": dict(warnings),
-    }
-
-    if not report_only:
-        per_subtask = [len(s.tool_calls) for s in trace.subtasks] or [
-            sum(isinstance(s, _TOOL_CALLS) for s in trace.preamble)
-        ]
-        details["tool_calls"] = {
-            "per_subtask": per_subtask,
-            "min": cfg.min_tool_calls,
-            "max": cfg.max_tool_calls,
-        }
-        n_steps = sum(not isinstance(s, Text) for s in steps) + (trace.report is not None)
-        details["steps"] = {"steps": n_steps, "subtasks": len(trace.subtasks)}
-        if n_steps < cfg.min_steps:
-            fail("steps", "too-few-steps")
-        if n_steps > cfg.max_steps:
-            fail("steps", "too-many-steps")
-    if analysis is not None:
-        details["sections"] = {"missing": analysis.missing_sections}
-        details["citations"] = {"citations": len(analysis.citations), "references": len(analysis.references)}
-        sources = len({normalize_url(u) for u in analysis.cited_urls})
-        details["sources"] = {"distinct_cited": sources, "min": cfg.min_sources}
-        if sources < cfg.min_sources:
-            fail("sources", "too-few-sources")
-    else:
-        fail("sources", "too-few-sources")
-        details["sources"] = {"distinct_cited": 0, "min": cfg.min_sources}
-
-    if on("length"):
-        if item.tokens is not None:
-            report_tokens, trace_tokens = item.tokens
-            how = cfg.tokenizer
-        else:
-            report_tokens, trace_tokens = estimate_tokens(report), estimate_tokens(item.text)
-            how = "estimate"
-        details["length"] = {"report_tokens": report_tokens, "trace_tokens": trace_tokens, "tokenizer": how}
-        if report_tokens < cfg.min_report_tokens:
-            fail("length", "report-too-short")
-        if report_tokens > cfg.max_report_tokens:
-            fail("length", "report-too-long")
-        if trace_tokens > cfg.max_trace_tokens:
-            fail("length", "trace-too-long")
-
-    if on("repetition"):
-        rep = _repetition(_model_text(steps, report), cfg)
-        details["repetition"] = rep
-        compression = rep["compression"]
-        if rep["max_line_repeats"] >= cfg.max_line_repeats or (
-            compression is not None and compression < cfg.min_compression
-        ):
-            fail("repetition", "repetition-loop")
-
-    language = None
-    if on("language") and report.strip():
-        body = report[: analysis.references_span[0]] if analysis and analysis.references_span else report
-        question = None if item.language or not item.question.strip() else item.question
-        language = _LanguageCheck(question, item.language, body[:LANGUAGE_SAMPLE])
-        details["language"] = {}  # filled in by evaluate_batch; here so details keep rule order
-
-    if on("truncated"):
-        why = None
-        if not report_only and trace.report is None:
-            why = "no report"
-        elif not report_only and any(
-            n.code == "unclosed-tag" and trace.report is not None and n.offset == trace.report.offset
-            for n in trace.notes
-        ):
-            why = "report never closed"
-        elif analysis is not None and _is_cut_off(report, analysis):
-            why = "last sentence cut off"
-        elif item.error and re.search(r"truncat|max_tokens|length", item.error, re.IGNORECASE):
-            why = f"synth error: {item.error[:80]}"
-        details["truncated"] = {"why": why}
-        if why:
-            fail("truncated", "truncated")
-
-    if on("leaked") and report:
-        markers = [m for m in cfg.leak_markers if m in report]
-        tag = trace_tags.contains_tag(report)
-        details["leaked"] = {"tag": tag, "markers": markers}
-        if tag:
-            fail("leaked", "leaked-tag")
-        if markers:
-            fail("leaked", "leaked-prompt")
-
-    for rule in list(fails):
-        if not fails[rule]:
-            del fails[rule]
-    n_obs = sum(isinstance(s, Observation) for s in steps)
-    out.quality = (
-        details.get("sources", {}).get("distinct_cited", 0)
-        - 0.5 * sum(warnings.values())
-        + min(len(report) / 4000, 5.0)
-        + 0.1 * min(n_obs, 20)
-    )
-    return out, language
+def rule_stats(outcomes: Sequence[Outcome], cfg: FilterConfig) -> list[RuleStats]:
+    """Counters per enabled rule, from the outcomes (so worker processes need not merge any)."""
+    stats = []
+    for rule in RULES.values():
+        if not cfg.enabled(rule.name):
+            continue
+        entry = RuleStats(rule.name)
+        for outcome in outcomes:
+            if rule.needs_trace and outcome.mode == "report":
+                continue
+            entry.checked += 1
+            codes = outcome.fails.get(rule.name)
+            if codes:
+                entry.failed += 1
+                entry.codes.update(codes)
+        stats.append(entry)
+    return stats
 
 
 def _evaluate_chunk(args: tuple[list[Item], FilterConfig]) -> list[Outcome]:

@@ -3,13 +3,14 @@
     from oresearch_cli.llm import CallLog, LLMClient, load_config
 
     config = load_config("recipe.yaml", {"judge.model": "gpt-4o-mini"}, require=["judge"])
-    async with LLMClient(config, CallLog(run.dir / "llm_calls.jsonl", run.run_id)) as llm:
+    async with LLMClient(config, CallLog(run.open_log(CALLS_KIND), run.run_id)) as llm:
         result = await llm.chat("judge", messages, trace_id=trace_id)
         verdict = (await llm.chat_json("judge", messages, schema)).data
 
 Modules: `config` (roles from flags, YAML, environment), `client` (calls, retries),
 `limits` (concurrency, requests and tokens per minute), `routing` (several base URLs),
-`recorder` (a record per call, the workspace artifact), `pricing`, `jsonout`, `redact`, `errors`.
+`recorder` (a record per call, the workspace artifact), `structured` (ask, parse leniently,
+re-ask strictly, record the unusable replies), `pricing`, `jsonout`, `redact`, `errors`.
 """
 
 from oresearch_cli.llm.client import ChatResult, LLMClient, Usage, parse_retry_after
@@ -18,27 +19,25 @@ from oresearch_cli.llm.errors import LLMConfigError, LLMError, MalformedOutput
 from oresearch_cli.llm.jsonout import extract_json
 from oresearch_cli.llm.pricing import DEFAULT_PRICES, Price, PriceTable
 from oresearch_cli.llm.recorder import (
-    CALL_LOG_FILE,
     CALLS_KIND,
     CallLog,
     CallRecord,
     Recorder,
     Totals,
     read_call_log,
-    register_call_log,
-    register_unlogged_calls,
     totals_by_trace,
 )
 from oresearch_cli.llm.routing import Router
+from oresearch_cli.llm.structured import FailedReply, ReplyError, Structured, ask_structured
 
 __all__ = [
-    "CALL_LOG_FILE",
     "CALLS_KIND",
     "DEFAULT_PRICES",
     "ROLES",
     "CallLog",
     "CallRecord",
     "ChatResult",
+    "FailedReply",
     "LLMClient",
     "LLMConfig",
     "LLMConfigError",
@@ -47,15 +46,16 @@ __all__ = [
     "Price",
     "PriceTable",
     "Recorder",
+    "ReplyError",
     "RoleConfig",
     "Router",
+    "Structured",
     "Totals",
     "Usage",
+    "ask_structured",
     "extract_json",
     "load_config",
     "parse_retry_after",
     "read_call_log",
-    "register_call_log",
-    "register_unlogged_calls",
     "totals_by_trace",
 ]

@@ -41,10 +41,12 @@ from tenacity.wait import wait_random_exponential
 from oresearch_cli.llm.config import LLMConfig, RoleConfig
 from oresearch_cli.llm.errors import LLMError, MalformedOutput
 from oresearch_cli.llm.jsonout import JSONExtractError, parse_json_output
-from oresearch_cli.llm.limits import CHARS_PER_TOKEN, Limits, Pauses, estimate_tokens
-from oresearch_cli.llm.recorder import STATUS_ERROR, STATUS_OK, CallRecord, Recorder, Totals
+from oresearch_cli.llm.limits import Limits, Pauses
+from oresearch_cli.llm.recorder import CallRecord, Recorder, Totals
 from oresearch_cli.llm.redact import redact, safe_url
 from oresearch_cli.llm.routing import Router
+from oresearch_cli.textutil.tokens import estimate_message_tokens, estimate_tokens
+from oresearch_cli.workspace.records import Status
 
 log = logging.getLogger("oresearch_cli.llm")
 
@@ -148,7 +150,9 @@ class _Answer:
         if not isinstance(message, dict):
             return None
         content = message.get("content")
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        usage = data.get("usage")
+        if not isinstance(usage, dict):
+            usage = {}
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         finish = choices[0].get("finish_reason")
         model = data.get("model")
@@ -355,7 +359,7 @@ class LLMClient:
             rc = replace(rc, **settings)
         extra = {k: v for k, v in overrides.items() if k not in _ROLE_OVERRIDES}
         body = self._body(rc, messages, json_schema, extra)
-        estimated = estimate_tokens(messages) + (rc.max_tokens or 0)
+        estimated = estimate_message_tokens(messages) + (rc.max_tokens or 0)
 
         call_id = uuid.uuid4().hex
         started_at = datetime.now(timezone.utc)
@@ -390,7 +394,7 @@ class LLMClient:
                     latency_s=latency,
                     cost_usd=None,
                     attempts=attempts,
-                    status=STATUS_ERROR,
+                    status=Status.FAILED,
                     error=str(error),
                     started_at=started_at.isoformat(),
                 )
@@ -401,7 +405,7 @@ class LLMClient:
         if answer.prompt_tokens is not None and answer.completion_tokens is not None:
             usage = Usage(answer.prompt_tokens, answer.completion_tokens)
         else:
-            usage = Usage(estimate_tokens(messages), math.ceil(len(text) / CHARS_PER_TOKEN), estimated=True)
+            usage = Usage(estimate_message_tokens(messages), estimate_tokens(text), estimated=True)
         cost = self.config.prices.cost(rc.model, usage.prompt_tokens, usage.completion_tokens, url)
         if cost is None and answer.model:
             cost = self.config.prices.cost(answer.model, usage.prompt_tokens, usage.completion_tokens, url)
@@ -430,7 +434,7 @@ class LLMClient:
                 latency_s=latency,
                 cost_usd=cost,
                 attempts=attempts,
-                status=STATUS_OK,
+                status=Status.DONE,
                 error=None,
                 started_at=started_at.isoformat(),
                 finish_reason=finish_reason,

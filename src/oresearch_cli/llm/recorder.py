@@ -1,8 +1,9 @@
 """One record per chat call: who asked, which endpoint and model, tokens, latency, cost, outcome.
 
 `CallLog` appends records to a JSONL file, one flushed line per call, so a killed run keeps what
-it paid for. At the end of a run `register_call_log` turns the file into a Parquet artifact of
-kind `llm_calls` in the workspace, so that `ores ws sql` can answer what a run and each trace cost:
+it paid for. A stage opens it at `run.open_log(CALLS_KIND)`; the run registers it as a Parquet
+artifact of kind `llm_calls` when it ends (`CallRecord` is that kind's record class), so that
+`ores ws sql` can answer what a run and each trace cost:
 
     select run_id, sum(cost_usd), sum(prompt_tokens + completion_tokens) from llm_calls_all group by 1
     select trace_id, sum(cost_usd) from llm_calls_all where run_id = '...' group by 1
@@ -14,32 +15,29 @@ query strings and error texts are redacted by the client before they get here.
 from __future__ import annotations
 
 import json
-import logging
-import os
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-if TYPE_CHECKING:
-    from oresearch_cli.workspace import ArtifactInfo, Workspace
+from oresearch_cli.files import iter_jsonl_tolerant
+from oresearch_cli.workspace.records import ArtifactRecord, Status
 
-log = logging.getLogger(__name__)
 CALLS_KIND = "llm_calls"
-CALL_LOG_FILE = "llm_calls.jsonl"  # in each run's directory: the log a run appends to as it goes
-STATUS_OK = "ok"
-STATUS_ERROR = "error"
 
 
 @dataclass
-class CallRecord:
+class CallRecord(ArtifactRecord):
+    """One chat call. `status` is done or failed; `run_id` is in the JSONL only (the catalog's
+    views add the run id of the artifact)."""
+
+    KIND: ClassVar[str] = CALLS_KIND
+
     call_id: str
-    run_id: str | None
+    run_id: str | None = field(metadata={"parquet": False})
     trace_id: str | None
     role: str
     model: str
@@ -48,39 +46,22 @@ class CallRecord:
     completion_tokens: int
     latency_s: float
     cost_usd: float | None  # None: the price of this model is unknown
-    attempts: int
-    status: str  # ok | error
+    attempts: Annotated[int, pa.int32()]
+    status: Status
     error: str | None
-    started_at: str  # ISO 8601, UTC
+    started_at: Annotated[str, pa.timestamp("us", tz="UTC")]  # ISO 8601, UTC
     finish_reason: str | None = None  # stop | length (truncated) | tool_calls | ...
 
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)  # logs of older versions said ok/error
+
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False)
+        return json.dumps(self.to_row(), ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallRecord:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
-
-
-CALL_SCHEMA = pa.schema(
-    [
-        ("call_id", pa.string()),
-        ("trace_id", pa.string()),
-        ("role", pa.string()),
-        ("model", pa.string()),
-        ("base_url", pa.string()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("latency_s", pa.float64()),
-        ("cost_usd", pa.float64()),
-        ("attempts", pa.int32()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("finish_reason", pa.string()),
-    ]
-)
 
 
 class Recorder(Protocol):
@@ -109,14 +90,14 @@ class Totals:
 
     def add(self, record: CallRecord) -> None:
         self.calls += 1
-        self.errors += record.status != STATUS_OK
+        self.errors += record.status != Status.DONE
         self.truncated += record.finish_reason == "length"
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         self.latency_s += record.latency_s
         if record.cost_usd is not None:
             self.cost_usd = (self.cost_usd or 0.0) + record.cost_usd
-        elif record.status == STATUS_OK:
+        elif record.status == Status.DONE:
             self.unpriced_calls += 1
 
 
@@ -137,18 +118,8 @@ def totals_by_trace(records: Iterable[CallRecord]) -> dict[str | None, Totals]:
 
 def read_call_log(path: Path) -> Iterator[CallRecord]:
     """Records of a call log; a line torn by a killed writer is skipped."""
-    if not path.exists():
-        return
-    with path.open("r", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.endswith("\n"):
-                return
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(data, dict) and "call_id" in data:
-                yield CallRecord.from_dict(data)
+    for data in iter_jsonl_tolerant(path, key="call_id"):
+        yield CallRecord.from_dict(data)
 
 
 class CallLog:
@@ -197,77 +168,3 @@ class CallLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_call_parquet(jsonl: Path, out: Path) -> int:
-    """The call log as Parquet (schema `CALL_SCHEMA`; run_id comes from the artifact); returns rows."""
-    rows = []
-    for record in read_call_log(jsonl):
-        row = asdict(record)
-        row.pop("run_id")
-        row["started_at"] = datetime.fromisoformat(row["started_at"]) if row["started_at"] else None
-        rows.append(row)
-    table = pa.Table.from_pylist(rows, schema=CALL_SCHEMA)
-    tmp = out.with_name(out.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out)
-    return table.num_rows
-
-
-def register_call_log(ws: Workspace, run_id: str, path: str | Path) -> ArtifactInfo | None:
-    """Turn a run's call log into its `llm_calls` Parquet artifact and the `llm_calls`/`llm_calls_all`
-    views. Returns None (and registers nothing) when the log does not exist.
-
-    The workspace has no public call for a second artifact of a run, so this writes the catalog row
-    the way `Run.finish` does, in one short transaction.
-    """
-    from oresearch_cli.workspace.catalog import connect
-    from oresearch_cli.workspace.models import ArtifactInfo
-    from oresearch_cli.workspace.run import sha256_file
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    out = path.with_suffix(".parquet")
-    n_rows = write_call_parquet(path, out)
-    artifact = ArtifactInfo(
-        run_id=run_id,
-        kind=CALLS_KIND,
-        path=out,
-        format="parquet",
-        n_rows=n_rows,
-        sha256=sha256_file(out),
-        created_at=datetime.now(),
-    )
-    with connect(ws.catalog_path) as con:
-        con.execute("BEGIN")
-        con.execute("DELETE FROM artifacts WHERE run_id = ? AND kind = ?", [run_id, CALLS_KIND])
-        con.execute(
-            "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [run_id, CALLS_KIND, ws.relative(out), "parquet", n_rows, artifact.sha256, artifact.created_at],
-        )
-        ws.refresh_views(con, CALLS_KIND)
-        con.execute("COMMIT")
-    return artifact
-
-
-def register_unlogged_calls(ws: Workspace, stage: str) -> list[str]:
-    """Register the call logs of earlier `stage` runs that never registered theirs (a `kill -9`
-    stops a run before it can): what they paid for stays answerable in `llm_calls_all`. Returns
-    the run ids registered. A run still going elsewhere registers its full log again when it ends.
-    A log that cannot be registered is logged and skipped: it is bookkeeping of an earlier run
-    and must not stop this one.
-    """
-    registered = {a.run_id for a in ws.artifacts(kind=CALLS_KIND)}
-    done = []
-    for run in ws.runs(stage=stage):
-        path = ws.run_dir(stage, run.run_id) / CALL_LOG_FILE
-        if run.run_id in registered or not path.exists():
-            continue
-        try:
-            register_call_log(ws, run.run_id, path)
-        except Exception:  # noqa: BLE001
-            log.exception("could not register the call log %s of an earlier run", path)
-            continue
-        done.append(run.run_id)
-    return done

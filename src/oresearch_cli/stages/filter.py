@@ -10,15 +10,13 @@ A text without trace tags is checked as a bare report (the rules that need a tra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import Any, ClassVar
 
 from oresearch_cli.errors import InputError
 from oresearch_cli.filtering.config import FilterConfig, JudgeSettings
@@ -35,35 +33,56 @@ from oresearch_cli.filtering.judge import (
     judge_reasons,
 )
 from oresearch_cli.filtering.judge import overall as judge_overall
-from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, run_rules
-from oresearch_cli.records import pick_field, read_records, source_name
-from oresearch_cli.workspace import ArtifactInfo, Workspace
+from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, Outcome, RuleStats, rule_stats, run_rules
+from oresearch_cli.records import (
+    QUESTION_FIELDS,
+    TRACE_FIELDS,
+    find_field,
+    pick_field,
+    read_records,
+    source_name,
+)
+from oresearch_cli.workspace import (
+    ArtifactInfo,
+    ArtifactRecord,
+    NoProgress,
+    Progress,
+    RunContext,
+    StageSpec,
+    Status,
+    Workspace,
+)
 
-STAGE = "filter"
-KIND = "filtered"
 ACCEPTED = "accepted"
 REJECTED = "rejected"
-TEXT_FIELDS = ("trace", "current_answer", "article", "report", "text", "response", "output")
-QUESTION_FIELDS = ("question", "prompt", "query", "instruction", "seed")
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("question", pa.string()),
-        ("language", pa.string()),
-        ("verdict", pa.string()),
-        ("reasons", pa.string()),
-        ("details", pa.string()),
-        ("judge_scores", pa.string()),
-        ("judge_overall", pa.float64()),
-        ("duplicate_of", pa.string()),
-        ("trace", pa.string()),
-        ("report", pa.string()),
-        ("source_run", pa.string()),
-        ("models", pa.string()),  # JSON role -> model that wrote the trace (synth's `models`), if known
-        ("status", pa.string()),
-    ]
-)
+
+@dataclass
+class FilterRecord(ArtifactRecord):
+    """A row of `filtered`: one trace's verdict and every reason. `reasons`, `details`,
+    `judge_scores` and `models` (role -> model that wrote the trace, when known) are JSON text."""
+
+    KIND: ClassVar[str] = "filtered"
+
+    id: str
+    question: str
+    language: str | None
+    verdict: str
+    reasons: str
+    details: str
+    judge_scores: str | None
+    judge_overall: float | None
+    duplicate_of: str | None
+    trace: str
+    report: str
+    source_run: str
+    models: str | None
+    status: Status = Status.DONE
+
+
+FILTER = StageSpec.of("filter", FilterRecord)
+STAGE = FILTER.name
+KIND = FILTER.kind
 
 
 def all_codes() -> dict[str, str]:
@@ -93,17 +112,25 @@ class FilterResult:
     judge_calls: int = 0
     judge_cached: int = 0
     judge_failed: int = 0
+    rules: list[RuleStats] = dc_field(default_factory=list)
 
 
-def load_items(
-    ws: Workspace, source: str | None, options: FilterOptions
-) -> tuple[list[Item], str, str, list[str | None]]:
-    """(items, text field, source run or file name, each trace's `models` JSON when the input has one)."""
+@dataclass
+class Inputs:
+    """The traces to filter, read and checked before the workspace is touched."""
+
+    items: list[Item]
+    field: str  # the field that held the trace text
+    origin: str  # the source run, or the file's name
+    models: list[str | None]  # each trace's `models` JSON, when the input has one
+
+
+def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> Inputs:
+    """The latest `traces` artifact, or a JSONL/CSV/Parquet file (or '-') of traces."""
     if source is None:
         artifact = ws.require_latest("traces", "synth")
         rows = ws.read_artifact(artifact)
         origin = artifact.run_id
-        records_data = rows
         name = str(artifact.path)
         if not rows:
             raise InputError(f"{name}: the traces artifact is empty; run `ores synth` first")
@@ -115,14 +142,14 @@ def load_items(
     else:
         records = read_records(source, options.fmt)
         name = source_name(source)
-        text_field = pick_field(records, options.field, TEXT_FIELDS, name)
-        records_data = [r.data for r in records]
+        text_field = pick_field(records, options.field, TRACE_FIELDS, name)
+        rows = [r.data for r in records]
         origin = name
-    question_field = next((f for f in QUESTION_FIELDS if f in records_data[0] and f != text_field), None)
+    question_field = find_field(rows[0], QUESTION_FIELDS, exclude=(text_field,))
     items: list[Item] = []
     models: list[str | None] = []
     seen: dict[str, int] = {}
-    for row in records_data[: options.limit]:
+    for row in rows[: options.limit]:
         text = row.get(text_field)
         text = "" if text is None else str(text)
         raw_id = row.get("id")
@@ -145,7 +172,7 @@ def load_items(
             )
         )
         models.append(_models_json(row.get("models")))
-    return items, text_field, origin, models
+    return Inputs(items, text_field, origin, models)
 
 
 def _models_json(value: Any) -> str | None:
@@ -158,6 +185,21 @@ def _models_json(value: Any) -> str | None:
     if isinstance(value, dict) and value:
         return json.dumps({str(k): str(v) for k, v in value.items()}, sort_keys=True)
     return None
+
+
+def judge_config(options: FilterOptions) -> Any:
+    """The LLM configuration with a usable judge role, or None when the judge does not run."""
+    if not (options.judge and options.config.judge.enabled):
+        return None
+    from oresearch_cli.llm import LLMConfigError, load_config
+
+    try:
+        return load_config(options.llm_config, options.llm_overrides or None, require=["judge"])
+    except LLMConfigError as exc:
+        raise LLMConfigError(f"{exc}; or pass --judge-model, or --no-judge to run the rules alone") from None
+
+
+# -- the steps: rules -> dedup -> judge -> rows ---------------------------------------------------
 
 
 def dedup_scores(
@@ -178,151 +220,172 @@ def dedup_scores(
     return [rank[key] for key in keys]
 
 
-def run_filter(
+@dataclass(frozen=True)
+class Duplicate:
+    of: int  # index of the trace that stays
+    code: str
+    similarity: float
+
+
+def find_dups(
+    ws: Workspace, items: list[Item], outcomes: list[Outcome], cfg: FilterConfig, judge_model: str | None
+) -> dict[int, Duplicate]:
+    """Near-duplicates among the traces that passed the rules: index -> the one kept instead.
+    Judge scores cached by earlier runs pick the better of two."""
+    passed = [i for i, o in enumerate(outcomes) if o.passed]
+    if not cfg.dedup or len(passed) < 2:
+        return {}
+    cached: list[dict[str, Any] | None] = [None] * len(passed)
+    if judge_model is not None:
+        lookup = JudgeCache.for_workspace(ws)
+        try:
+            cached = [lookup.get(cache_key(judge_model, items[i].question, items[i].text)) for i in passed]
+        finally:
+            lookup.close()
+    found = find_duplicates(
+        [items[i].question for i in passed],
+        [outcomes[i].report for i in passed],
+        dedup_scores([outcomes[i] for i in passed], cached, cfg.judge),
+        cfg.question_threshold,
+        cfg.report_threshold,
+    )
+    return {
+        passed[local]: Duplicate(passed[dup.of], dup.code, dup.similarity) for local, dup in found.items()
+    }
+
+
+async def judge(
+    stack: contextlib.AsyncExitStack,
+    run: RunContext,
+    llm_config: Any,
+    tasks: list[JudgeTask],
+    settings: JudgeSettings,
+) -> list[JudgeResult]:
+    """The judge over `tasks`, its calls logged by the run, its client and cache held by `stack`."""
+    from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient
+
+    cache = JudgeCache.for_workspace(run.ws)
+    stack.callback(cache.close)
+    calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
+    llm = await stack.enter_async_context(LLMClient(llm_config, calls))
+    run.progress.start("judge", len(tasks))
+    return await judge_all(tasks, llm, settings, cache, progress=lambda _: run.progress.advance())
+
+
+def verdict_rows(
+    inputs: Inputs,
+    outcomes: list[Outcome],
+    duplicate_of: dict[int, Duplicate],
+    judged: dict[int, JudgeResult],
+    cfg: FilterConfig,
+    judge_model: str | None,
+) -> list[FilterRecord]:
+    """One `filtered` row per trace: every reason of the rules, dedup and the judge."""
+    items = inputs.items
+    rows = []
+    for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
+        reasons = outcome.reasons
+        details: dict[str, Any] = {"mode": outcome.mode, **outcome.details}
+        dup = duplicate_of.get(index)
+        if dup is not None:
+            reasons.append(dup.code)
+            details["dedup"] = {"of": items[dup.of].id, "code": dup.code, "similarity": dup.similarity}
+        result = judged.get(index)
+        if result is not None:
+            reasons += judge_reasons(result.scores, cfg.judge)
+            details["judge"] = {
+                "model": judge_model,
+                "cached": result.cached,
+                "attempts": result.attempts,
+                "error": result.error,
+                "malformed": result.raw or None,
+            }
+        rows.append(
+            FilterRecord(
+                id=item.id,
+                question=item.question,
+                language=outcome.language or item.language,
+                verdict=REJECTED if reasons else ACCEPTED,
+                reasons=json.dumps(reasons),
+                details=json.dumps(details, ensure_ascii=False, default=str),
+                judge_scores=json.dumps(result.scores, ensure_ascii=False)
+                if result is not None and result.scores
+                else None,
+                judge_overall=result.overall if result is not None else None,
+                duplicate_of=items[dup.of].id if dup is not None else None,
+                trace=item.text,
+                report=outcome.report,
+                source_run=inputs.origin,
+                models=inputs.models[index],
+            )
+        )
+    return rows
+
+
+async def run_filter(
     ws_path: str | Path,
     source: str | None = None,
     options: FilterOptions | None = None,
-    progress: Callable[[str, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> FilterResult:
+    """Rules -> dedup -> judge -> rows, as one `filter` run. Everything is read and checked (the
+    input, the judge's configuration) before the workspace is touched."""
     options = options or FilterOptions()
     cfg = options.config
-    # Read (and check) everything before the workspace is touched.
-    llm_config = None
-    if options.judge and cfg.judge.enabled:
-        from oresearch_cli.llm import LLMConfigError, load_config
-
-        try:
-            llm_config = load_config(options.llm_config, options.llm_overrides or None, require=["judge"])
-        except LLMConfigError as exc:
-            raise LLMConfigError(
-                f"{exc}; or pass --judge-model, or --no-judge to run the rules alone"
-            ) from None
+    progress = progress or NoProgress()
+    llm_config = judge_config(options)
     ws = Workspace.open(ws_path)
-    items, text_field, origin, models = load_items(ws, source, options)
+    inputs = load_items(ws, source, options)
+    items = inputs.items
 
-    outcomes = run_rules(items, cfg, progress=(lambda n: progress("rules", n)) if progress else None)
-    passed = [i for i, o in enumerate(outcomes) if o.passed]
+    progress.start("rules", len(items))
+    outcomes = run_rules(items, cfg, progress=lambda n: progress.advance(n))
     judge_model = llm_config.role("judge").model if llm_config is not None else None
-
-    duplicate_of: dict[int, tuple[int, str, float]] = {}
-    if cfg.dedup and len(passed) > 1:
-        cached: list[dict[str, Any] | None] = [None] * len(passed)
-        if judge_model is not None:  # scores from earlier runs pick the better of two duplicates
-            lookup = JudgeCache.for_workspace(ws)
-            try:
-                cached = [
-                    lookup.get(cache_key(judge_model, items[i].question, items[i].text)) for i in passed
-                ]
-            finally:
-                lookup.close()
-        found = find_duplicates(
-            [items[i].question for i in passed],
-            [outcomes[i].report for i in passed],
-            dedup_scores([outcomes[i] for i in passed], cached, cfg.judge),
-            cfg.question_threshold,
-            cfg.report_threshold,
-        )
-        for local, dup in found.items():
-            duplicate_of[passed[local]] = (passed[dup.of], dup.code, dup.similarity)
+    duplicate_of = find_dups(ws, items, outcomes, cfg, judge_model)
 
     config = {
         "filter": cfg.to_dict(),
         "judge_model": judge_model,
-        "field": text_field,
-        "source": origin,
+        "field": inputs.field,
+        "source": inputs.origin,
     }
-    if llm_config is not None:
-        from oresearch_cli.llm import register_unlogged_calls
-
-        register_unlogged_calls(ws, STAGE)  # a judge run killed before it could register its calls
-    run = ws.start_run(STAGE, KIND, config, inputs=[origin])
-    with run:
-        judged: dict[int, JudgeResult] = {}
-        calls = cached = failed = 0
+    judged: dict[int, JudgeResult] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        run = stack.enter_context(ws.start_run(FILTER, config, inputs=[inputs.origin], progress=progress))
         if llm_config is not None:
-            from oresearch_cli.llm import CALL_LOG_FILE, CallLog, register_call_log
-
-            to_judge = [i for i in passed if i not in duplicate_of]
+            to_judge = [i for i, o in enumerate(outcomes) if o.passed and i not in duplicate_of]
             tasks = [
                 JudgeTask(items[i].id, items[i].question, items[i].text, outcomes[i].report) for i in to_judge
             ]
-            cache = JudgeCache.for_workspace(ws)
-            log_path = run.dir / CALL_LOG_FILE
-            try:
-                with CallLog(log_path, run.run_id) as log:
-                    results = judge_all(
-                        tasks,
-                        llm_config,
-                        cfg.judge,
-                        cache,
-                        log,
-                        progress=(lambda r: progress("judge", 1)) if progress else None,
-                    )
-            finally:
-                cache.close()
-            for i, result in zip(to_judge, results, strict=True):
-                judged[i] = result
-                cached += result.cached
-                calls += 0 if result.cached else result.attempts
-                failed += result.scores is None
-        records = []
-        judge_rejected = [False] * len(items)
-        all_reasons: list[list[str]] = []
-        for index, (item, outcome) in enumerate(zip(items, outcomes, strict=True)):
-            reasons = outcome.reasons
-            details: dict[str, Any] = {"mode": outcome.mode, **outcome.details}
-            dup = duplicate_of.get(index)
-            if dup is not None:
-                reasons.append(dup[1])
-                details["dedup"] = {"of": items[dup[0]].id, "code": dup[1], "similarity": dup[2]}
-            result = judged.get(index)
-            if result is not None:
-                codes = judge_reasons(result.scores, cfg.judge)
-                if codes:
-                    judge_rejected[index] = True
-                reasons += codes
-                details["judge"] = {
-                    "model": judge_model,
-                    "cached": result.cached,
-                    "attempts": result.attempts,
-                    "error": result.error,
-                    "malformed": result.raw or None,
-                }
-            all_reasons.append(reasons if reasons else [])
-            record = {
-                "id": item.id,
-                "question": item.question,
-                "language": outcome.language or item.language,
-                "verdict": REJECTED if reasons else ACCEPTED,
-                "reasons": json.dumps(reasons),
-                "details": json.dumps(details, ensure_ascii=False, default=str),
-                "judge_scores": json.dumps(result.scores, ensure_ascii=False)
-                if result is not None and result.scores
-                else None,
-                "judge_overall": result.overall if result is not None else None,
-                "duplicate_of": items[dup[0]].id if dup is not None else None,
-                "trace": item.text,
-                "report": outcome.report,
-                "source_run": origin,
-                "models": models[index],
-                "status": "done",
-            }
-            run.append(record)
-            records.append(record)
-        run.finish(SCHEMA)
-        if llm_config is not None:
-            register_call_log(ws, run.run_id, run.dir / CALL_LOG_FILE)
+            results = await judge(stack, run, llm_config, tasks, cfg.judge)
+            judged = dict(zip(to_judge, results, strict=True))
+        rows = verdict_rows(inputs, outcomes, duplicate_of, judged, cfg, judge_model)
+        for row in rows:
+            run.append(row)
+    progress.stop()
+
     funnel = build_funnel(
         [o.fails for o in outcomes],
         [i in duplicate_of for i in range(len(items))],
-        judge_rejected,
+        [i in judged and bool(judge_reasons(judged[i].scores, cfg.judge)) for i in range(len(items))],
         judge_ran=llm_config is not None,
         enabled_rules=[r for r in RULE_ORDER if cfg.enabled(r)],
-        reasons=[r for r in all_reasons if r],
+        reasons=[json.loads(r.reasons) for r in rows if r.verdict == REJECTED],
     )
     if not cfg.dedup:
         funnel.rows = [r for r in funnel.rows if r.stage != "dedup"]
-    return FilterResult(run.run_id, records, funnel, text_field, judge_model, calls, cached, failed)
+    results = list(judged.values())
+    return FilterResult(
+        run.run_id,
+        [r.to_row() for r in rows],
+        funnel,
+        inputs.field,
+        judge_model,
+        judge_calls=sum(0 if r.cached else r.attempts for r in results),
+        judge_cached=sum(r.cached for r in results),
+        judge_failed=sum(r.scores is None for r in results),
+        rules=rule_stats(outcomes, cfg),
+    )
 
 
 def filtered_artifact(ws: Workspace, run: str | None = None) -> ArtifactInfo:

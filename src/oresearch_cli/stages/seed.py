@@ -12,18 +12,41 @@ import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from oresearch_cli.errors import InputError
-from oresearch_cli.records import Record, pick_field, read_records, source_name
+from oresearch_cli.records import (
+    ID_FIELDS,
+    LANGUAGE_FIELDS,
+    QUESTION_FIELDS,
+    Record,
+    find_field,
+    pick_field,
+    read_records,
+    source_name,
+)
 from oresearch_cli.textutil import dedup_key, detect_language, near_duplicates, normalize_whitespace
-from oresearch_cli.workspace import ArtifactInfo, Workspace
+from oresearch_cli.workspace import ArtifactInfo, ArtifactRecord, StageSpec, Status, Workspace
 
-STAGE = "seed"
-KIND = "seeds"
-QUESTION_FIELDS = ("question", "prompt", "query", "text", "seed", "instruction")
-ID_FIELDS = ("id", "qid", "question_id", "task_id")
-LANGUAGE_FIELDS = ("language", "lang")
+
+@dataclass
+class SeedRecord(ArtifactRecord):
+    """A row of `seeds`. `meta` (every other field of the input row) is JSON text, so the Parquet
+    schema stays the same whatever extra columns inputs carry."""
+
+    KIND: ClassVar[str] = "seeds"
+
+    id: str
+    question: str
+    language: str
+    source: str
+    meta: str = "{}"
+    status: Status = Status.DONE
+
+
+SEED = StageSpec.of("seed", SeedRecord)
+STAGE = SEED.name
+KIND = SEED.kind
 # Fields that describe the seed itself; everything else an input row has is kept in `meta`.
 _OWN_FIELDS = {"source", "status", "meta"}
 
@@ -55,6 +78,10 @@ class Seed:
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_artifact(self) -> SeedRecord:
+        meta = json.dumps(self.meta, ensure_ascii=False, default=str)
+        return SeedRecord(self.id, self.question, self.language, self.source, meta)
 
 
 @dataclass(frozen=True)
@@ -102,20 +129,15 @@ def _meta_of(data: dict[str, Any], used: set[str]) -> dict[str, Any]:
     return meta
 
 
-def _pick_optional(
-    records: list[Record], explicit: str | None, candidates: tuple[str, ...], name: str
-) -> str | None:
-    if explicit:
-        return pick_field(records, explicit, candidates, name)
-    keys = set(records[0].data)
-    return next((c for c in candidates if c in keys), None)
-
-
 def prepare_seeds(records: list[Record], options: SeedOptions, name: str) -> SeedResult:
     """Normalize, tag, de-duplicate, sample and limit. Raises InputError for a missing field."""
     question_field = pick_field(records, options.field, QUESTION_FIELDS, name)
-    id_field = _pick_optional(records, options.id_field, ID_FIELDS, name)
-    language_field = next((c for c in LANGUAGE_FIELDS if c in records[0].data), None)
+    id_field = (
+        pick_field(records, options.id_field, ID_FIELDS, name)
+        if options.id_field
+        else find_field(records[0].data, ID_FIELDS, exclude=(question_field,))
+    )
+    language_field = find_field(records[0].data, LANGUAGE_FIELDS)
     used = {question_field, *(f for f in (id_field, language_field) if f)}
 
     candidates: list[Seed] = []
@@ -179,11 +201,8 @@ def run_seed(
     ).hexdigest()
     config = {"input_sha256": input_digest, **asdict(options)}
     ws = Workspace.open(ws_path)
-    with ws.start_run(STAGE, KIND, config, inputs=[name]) as run:
+    with ws.start_run(SEED, config, inputs=[name]) as run:
         for seed in result.seeds:
-            record = seed.to_record()
-            # A JSON string keeps the Parquet schema the same whatever extra columns inputs carry.
-            record["meta"] = json.dumps(seed.meta, ensure_ascii=False, default=str)
-            run.append(record)
+            run.append(seed.to_artifact())
         artifact = run.finish()
     return result, artifact

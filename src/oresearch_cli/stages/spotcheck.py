@@ -14,35 +14,48 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
-
-import pyarrow as pa
+from typing import Any, ClassVar
 
 from oresearch_cli.errors import InputError
 from oresearch_cli.review.gate import Gate, evaluate_gate
 from oresearch_cli.review.sample import band, draw_sample
 from oresearch_cli.review.sheet import export_sheet, import_sheet
-from oresearch_cli.workspace import Run, Workspace, config_hash
-from oresearch_cli.workspace.run import iter_source
+from oresearch_cli.workspace import (
+    ArtifactRecord,
+    RunContext,
+    RunStatus,
+    StageSpec,
+    Status,
+    Workspace,
+    config_hash,
+    iter_source,
+)
 
-STAGE = "spotcheck"
-KIND = "spotcheck"
 GATE_FILE = "gate.json"
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("human_verdict", pa.string()),
-        ("note", pa.string()),
-        ("reviewer", pa.string()),
-        ("judge_overall", pa.float64()),
-        ("reviewed_at", pa.string()),
-        ("language", pa.string()),
-        ("band", pa.string()),
-        ("filtered_run", pa.string()),
-        ("status", pa.string()),
-    ]
-)
+
+@dataclass
+class ReviewRecord(ArtifactRecord):
+    """A row of `spotcheck`: a person's verdict on one sampled trace (status `skipped` when they
+    looked and left it for later)."""
+
+    KIND: ClassVar[str] = "spotcheck"
+
+    id: str
+    human_verdict: str  # accept | reject | skip
+    note: str
+    reviewer: str
+    judge_overall: float | None
+    reviewed_at: str
+    language: str | None
+    band: str | None
+    filtered_run: str
+    status: Status = Status.DONE
+
+
+SPOTCHECK = StageSpec.of("spotcheck", ReviewRecord)
+STAGE = SPOTCHECK.name
+KIND = SPOTCHECK.kind
 
 
 @dataclass
@@ -95,19 +108,8 @@ def open_sample(ws: Workspace, options: SpotcheckOptions) -> Sample:
 
 def load_verdicts(ws: Workspace, sample: Sample) -> dict[str, dict[str, Any]]:
     """Every verdict given on this sample so far (the newest per trace), finished sessions or not."""
-    runs = sorted(
-        (r for r in ws.runs(stage=STAGE) if r.config_hash == sample.config_hash), key=lambda r: r.started_at
-    )
-    sources: list[Path] = []
-    for run in runs:
-        if run.status == "done":
-            sources = [a.path for a in ws.artifacts(run_id=run.run_id) if a.path.exists()]
-        else:
-            jsonl = ws.run_dir(STAGE, run.run_id) / f"{KIND}.jsonl"
-            if jsonl.exists():
-                sources.append(jsonl)
     verdicts: dict[str, dict[str, Any]] = {}
-    for source in sources:
+    for source in ws.resume_sources(STAGE, sample.config_hash):
         for record in iter_source(source):
             verdicts[str(record["id"])] = record
     return verdicts
@@ -127,25 +129,27 @@ class Session:
         self.options = options
         self.reviewer = options.reviewer or default_reviewer()
         self.by_id = {i["id"]: i for i in sample.items}
-        self.run: Run = ws.start_run(STAGE, KIND, sample.config, inputs=[sample.filtered_run], resume=True)
-        self.done = {i for i, status in self.run.prior.items() if status == "done"}
+        self.run: RunContext = ws.start_run(
+            SPOTCHECK, sample.config, inputs=[sample.filtered_run], resume=True
+        )
+        self.done = {i for i, status in self.run.prior.items() if status == Status.DONE}
         self.gate: Gate | None = None
 
     def record(self, item_id: str, verdict: str, note: str = "", reviewer: str | None = None) -> None:
         item = self.by_id[item_id]
         self.run.append(
-            {
-                "id": item_id,
-                "human_verdict": verdict,
-                "note": note,
-                "reviewer": reviewer or self.reviewer,
-                "judge_overall": item.get("judge_overall"),
-                "reviewed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "language": item.get("language"),
-                "band": item.get("band"),
-                "filtered_run": self.sample.filtered_run,
-                "status": "done" if verdict in ("accept", "reject") else "skipped",
-            }
+            ReviewRecord(
+                id=item_id,
+                human_verdict=verdict,
+                note=note,
+                reviewer=reviewer or self.reviewer,
+                judge_overall=item.get("judge_overall"),
+                reviewed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                language=item.get("language"),
+                band=item.get("band"),
+                filtered_run=self.sample.filtered_run,
+                status=Status.DONE if verdict in ("accept", "reject") else Status.SKIPPED,
+            )
         )
         if verdict in ("accept", "reject"):
             self.done.add(item_id)
@@ -158,7 +162,7 @@ class Session:
             self.run.__exit__(exc_type, exc, tb)
             return
         # A quit, Ctrl-C or closed input still keeps every verdict: finish the run.
-        self.run.finish(SCHEMA)
+        self.run.finish()
         self.gate = gate(self.ws, self.sample, self.options.max_reject)
         (self.run.dir / GATE_FILE).write_text(json.dumps(self.gate.to_dict(), indent=2), encoding="utf-8")
 
@@ -181,7 +185,7 @@ def latest_gate(ws: Workspace) -> dict[str, Any] | None:
     """The gate written by the newest finished spotcheck session, if any."""
     for run in ws.runs(stage=STAGE):
         path = ws.run_dir(STAGE, run.run_id) / GATE_FILE
-        if run.status == "done" and path.exists():
+        if run.status == RunStatus.DONE and path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
             data["run_id"] = run.run_id
             data["filtered_run"] = run.config.get("filtered_run")

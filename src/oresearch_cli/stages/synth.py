@@ -10,65 +10,76 @@ keeps the seeds whose id hashes to shard i of n, so machines can split one seed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import pyarrow as pa
 
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
+from oresearch_cli.config import load_recipe, resolve
 from oresearch_cli.errors import InputError, OresError
-from oresearch_cli.llm import (
-    CALL_LOG_FILE,
-    CallLog,
-    LLMClient,
-    LLMConfig,
-    LLMError,
-    register_call_log,
-    register_unlogged_calls,
+from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig, LLMError
+from oresearch_cli.records import (
+    ID_FIELDS,
+    LANGUAGE_FIELDS,
+    QUESTION_FIELDS,
+    Record,
+    first_value,
+    pick_field,
+    read_records,
+    source_name,
 )
-from oresearch_cli.records import pick_field, read_records, source_name
-from oresearch_cli.stages.seed import ID_FIELDS, LANGUAGE_FIELDS, QUESTION_FIELDS, content_id
+from oresearch_cli.stages.seed import content_id
 from oresearch_cli.textutil import detect_language
 from oresearch_cli.tools import Toolbox, open_toolbox
 from oresearch_cli.trace import trace_stats
-from oresearch_cli.workspace import ArtifactInfo, Workspace
+from oresearch_cli.workspace import ArtifactInfo, ArtifactRecord, Progress, StageSpec, Status, Workspace
 
 log = logging.getLogger(__name__)
 
-STAGE = "synth"
-KIND = "traces"
 ROLES = ("planner", "worker", "summarizer")
+INT32 = Annotated[int, pa.int32()]
 
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("question", pa.string()),
-        ("language", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("trace", pa.string()),
-        ("report", pa.string()),
-        ("valid", pa.bool_()),
-        ("problems", pa.string()),
-        ("n_subtasks", pa.int32()),
-        ("n_tool_calls", pa.int32()),
-        ("n_steps", pa.int32()),
-        ("n_failures", pa.int32()),
-        ("prompt_tokens", pa.int64()),
-        ("completion_tokens", pa.int64()),
-        ("cost_usd", pa.float64()),
-        ("seconds", pa.float64()),
-        ("models", pa.string()),
-        ("config_hash", pa.string()),
-        ("steps", pa.string()),
-    ]
-)
+
+@dataclass
+class TraceRecord(ArtifactRecord):
+    """One seed's row of `traces`: done (valid or not, with its problems) or failed (error).
+    `problems`, `models` and `steps` are JSON text, so the schema stays fixed whatever they hold."""
+
+    KIND: ClassVar[str] = "traces"
+
+    id: str
+    question: str
+    language: str
+    status: Status = Status.FAILED
+    error: str | None = None
+    trace: str | None = None
+    report: str | None = None
+    valid: bool = False
+    problems: str = "[]"
+    n_subtasks: INT32 = 0
+    n_tool_calls: INT32 = 0
+    n_steps: INT32 = 0
+    n_failures: INT32 = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    seconds: float = 0.0
+    models: str = "{}"
+    config_hash: str = ""
+    steps: str = "{}"
+
+
+SYNTH = StageSpec.of("synth", TraceRecord)
+STAGE = SYNTH.name
+KIND = SYNTH.kind
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,19 @@ class SeedItem:
     id: str
     question: str
     language: str
+
+
+@dataclass(frozen=True)
+class SynthSettings(ResearchOptions):
+    """What a recipe's `synth:` section (or `ORES_SYNTH_<KEY>`) may set: the research bounds of
+    `ResearchOptions` plus the backends and how many seeds run at once."""
+
+    search: str = "local"
+    crawl: str = "auto"
+    concurrency: int = 8
+
+    def research(self) -> ResearchOptions:
+        return ResearchOptions(**{f.name: getattr(self, f.name) for f in fields(ResearchOptions)})
 
 
 @dataclass
@@ -110,16 +134,25 @@ class SynthSummary:
     seconds: float = 0.0
     artifact: ArtifactInfo | None = None
 
-    def add(self, record: dict[str, Any]) -> None:
-        if record["status"] == "done":
+    def add(self, record: TraceRecord) -> None:
+        if record.status == Status.DONE:
             self.n_done += 1
-            self.n_invalid += not record.get("valid")
+            self.n_invalid += not record.valid
         else:
             self.n_failed += 1
-        self.prompt_tokens += record.get("prompt_tokens") or 0
-        self.completion_tokens += record.get("completion_tokens") or 0
-        if record.get("cost_usd") is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + record["cost_usd"]
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        if record.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + record.cost_usd
+
+    def stats(self) -> str:
+        """The totals so far, as the progress line shows them."""
+        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "$?"
+        tokens = self.prompt_tokens + self.completion_tokens
+        return (
+            f"done {self.n_done} (invalid {self.n_invalid}) failed {self.n_failed} | "
+            f"{tokens:,} tokens | {cost}"
+        )
 
 
 # -- input -----------------------------------------------------------------------------------------
@@ -145,8 +178,6 @@ def shard_of(item_id: str, n: int) -> int:
 
 
 def _seeds_from_rows(rows: list[dict[str, Any]], name: str, field_name: str | None) -> list[SeedItem]:
-    from oresearch_cli.records import Record
-
     records = [Record(r, f"{name}#{i}") for i, r in enumerate(rows, start=1)]
     qfield = pick_field(records, field_name, QUESTION_FIELDS, name)
     seen: set[str] = set()
@@ -155,13 +186,13 @@ def _seeds_from_rows(rows: list[dict[str, Any]], name: str, field_name: str | No
         question = " ".join(str(record.data.get(qfield) or "").split())
         if not question:
             continue
-        raw_id = next((record.data[f] for f in ID_FIELDS if record.data.get(f) not in (None, "")), None)
+        raw_id = first_value(record.data, ID_FIELDS)
         item_id = str(raw_id) if raw_id is not None else content_id(question)
         if item_id in seen:
             continue
         seen.add(item_id)
-        language = next((str(record.data[f]) for f in LANGUAGE_FIELDS if record.data.get(f)), None)
-        items.append(SeedItem(item_id, question, language or detect_language(question)))
+        language = first_value(record.data, LANGUAGE_FIELDS)
+        items.append(SeedItem(item_id, question, str(language) if language else detect_language(question)))
     if not items:
         raise InputError(f"{name}: no non-empty questions in field {qfield!r}; check the input")
     return items
@@ -182,65 +213,26 @@ def load_seeds(ws: Workspace, source: str | None, options: SynthOptions) -> tupl
 
 # -- configuration ---------------------------------------------------------------------------------
 
-# What a recipe's `synth:` section may set, with the built-in defaults (an unset flag takes the
-# recipe's value, then this one). The research bounds are `ResearchOptions` fields.
-SYNTH_DEFAULTS: dict[str, Any] = {
-    "search": "local",
-    "crawl": "auto",
-    "concurrency": 8,
-    **ResearchOptions().to_dict(),
-}
 
-
-def read_synth_recipe(path: Path | None) -> dict[str, Any]:
-    """The `synth:` section of a --config YAML ({} when there is none), each key checked."""
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise InputError(
-            f"{path}: cannot read the config ({exc.strerror}); check the --config path"
-        ) from None
-    except yaml.YAMLError:
-        raise InputError(f"{path}: invalid YAML; fix the file") from None
-    section = data.get("synth") if isinstance(data, dict) else None
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise InputError(f"{path}: `synth:` must be a mapping of settings such as `max_steps: 10`")
-    recipe: dict[str, Any] = {}
-    for key, value in section.items():
-        if key not in SYNTH_DEFAULTS:
-            raise InputError(
-                f"{path}: synth.{key} is not a synth setting; use one of {', '.join(SYNTH_DEFAULTS)}"
-            )
-        want = type(SYNTH_DEFAULTS[key])
-        # bool is an int in Python: `max_steps: true` must not pass as 1.
-        if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-            raise InputError(f"{path}: synth.{key} must be {want.__name__}, got {value!r}; fix the value")
-        recipe[key] = value
-    return recipe
-
-
-def synth_options(flags: dict[str, Any], config: Path | None = None, **rest: Any) -> SynthOptions:
-    """SynthOptions from flags (None: unset) over the recipe's `synth:` section over the defaults;
-    `rest` are SynthOptions fields no recipe sets (cache, shard, retry_failed, limit, ...)."""
-    recipe = read_synth_recipe(config)
-    values = {
-        k: flags[k] if flags.get(k) is not None else recipe.get(k, d) for k, d in SYNTH_DEFAULTS.items()
-    }
-    research_fields = ResearchOptions().to_dict()
-    research = {k: values[k] for k in research_fields}
-    if "min_subtasks" not in recipe:
-        research["min_subtasks"] = min(2, research["max_subtasks"])
+def synth_options(
+    flags: dict[str, Any],
+    config: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    **rest: Any,
+) -> SynthOptions:
+    """SynthOptions from flags (None: unset) over the recipe's `synth:` section over
+    `ORES_SYNTH_<KEY>` over the defaults (`oresearch_cli.config`); `rest` are SynthOptions fields
+    no recipe sets (cache, shard, retry_failed, limit, ...)."""
+    recipe = load_recipe(config)
+    settings = resolve(SynthSettings, recipe, "synth", flags, environ)
+    research = settings.research()
+    if "min_subtasks" not in recipe.section("synth"):
+        research = ResearchOptions(**{**research.to_dict(), "min_subtasks": min(2, research.max_subtasks)})
     return SynthOptions(
-        search=values["search"],
-        crawl=values["crawl"],
-        concurrency=values["concurrency"],
-        research=ResearchOptions(**research),
+        search=settings.search,
+        crawl=settings.crawl,
+        concurrency=settings.concurrency,
+        research=research,
         **rest,
     )
 
@@ -271,21 +263,22 @@ def synth_config(llm_config: LLMConfig, options: SynthOptions) -> dict[str, Any]
     }
 
 
-def check_endpoints(llm_config: LLMConfig, timeout: float = 5.0) -> None:
+async def check_endpoints(llm_config: LLMConfig, timeout: float = 5.0) -> None:
     """Fail before the run starts when a role's endpoint does not answer at all."""
     import httpx
 
     urls = dict.fromkeys(url for role in ROLES for url in llm_config.role(role).base_urls)
-    for url in urls:
-        try:
-            httpx.get(url.rstrip("/") + "/models", timeout=timeout)
-        except httpx.HTTPError as exc:
-            from oresearch_cli.llm.redact import safe_url
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        for url in urls:
+            try:
+                await client.get(url.rstrip("/") + "/models")
+            except httpx.HTTPError as exc:
+                from oresearch_cli.llm.redact import safe_url
 
-            raise OresError(
-                f"llm endpoint {safe_url(url)} is unreachable ({type(exc).__name__}); start it "
-                "(e.g. `ores serve`) or point --base-url / OPENAI_BASE_URL at a running one"
-            ) from None
+                raise OresError(
+                    f"llm endpoint {safe_url(url)} is unreachable ({type(exc).__name__}); start it "
+                    "(e.g. `ores serve`) or point --base-url / OPENAI_BASE_URL at a running one"
+                ) from None
 
 
 # -- one seed --------------------------------------------------------------------------------------
@@ -310,31 +303,6 @@ class _Fatal(Exception):
         self.error = error
 
 
-def _record(seed: SeedItem, config_hash: str, models: dict[str, str]) -> dict[str, Any]:
-    return {
-        "id": seed.id,
-        "question": seed.question,
-        "language": seed.language,
-        "status": "failed",
-        "error": None,
-        "trace": None,
-        "report": None,
-        "valid": False,
-        "problems": "[]",
-        "n_subtasks": 0,
-        "n_tool_calls": 0,
-        "n_steps": 0,
-        "n_failures": 0,
-        "prompt_tokens": 0,
-        "completion_tokens": 0,
-        "cost_usd": None,
-        "seconds": 0.0,
-        "models": json.dumps(models, sort_keys=True),
-        "config_hash": config_hash,
-        "steps": "{}",
-    }
-
-
 async def synth_one(
     seed: SeedItem,
     llm: LLMClient,
@@ -342,9 +310,9 @@ async def synth_one(
     options: ResearchOptions,
     config_hash: str,
     models: dict[str, str],
-) -> dict[str, Any]:
+) -> TraceRecord:
     """The `traces` record of one seed: done (valid or not, with its problems) or failed (error)."""
-    record = _record(seed, config_hash, models)
+    record = TraceRecord(seed.id, seed.question, seed.language, config_hash=config_hash)
     meter = Meter()
     started = time.perf_counter()
     try:
@@ -354,50 +322,38 @@ async def synth_one(
     except LLMError as exc:
         if is_fatal(exc):
             raise _Fatal(exc) from None
-        record["error"] = str(exc)
+        record.error = str(exc)
     except OresError as exc:
-        record["error"] = str(exc)
+        record.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one seed's bug must not end the run; it is recorded
         log.exception("synth %s failed", seed.id)
-        record["error"] = f"{type(exc).__name__}: {exc}"
+        record.error = f"{type(exc).__name__}: {exc}"
     else:
         stats = trace_stats(result.trace)
-        record.update(
-            status="done",
-            trace=result.text,
-            report=result.report,
-            valid=result.valid,
-            problems=json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False),
-            n_subtasks=stats.subtasks,
-            n_tool_calls=stats.tool_calls,
-            n_steps=stats.steps,
-            n_failures=len(result.failures),
-            steps=json.dumps(
-                {**result.steps, "failures": [f.to_dict() for f in result.failures]}, ensure_ascii=False
-            ),
+        record.status = Status.DONE
+        record.trace = result.text
+        record.report = result.report
+        record.valid = result.valid
+        record.problems = json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False)
+        record.n_subtasks = stats.subtasks
+        record.n_tool_calls = stats.tool_calls
+        record.n_steps = stats.steps
+        record.n_failures = len(result.failures)
+        record.steps = json.dumps(
+            {**result.steps, "failures": [f.to_dict() for f in result.failures]}, ensure_ascii=False
         )
-    record.update(
-        prompt_tokens=meter.prompt_tokens,
-        completion_tokens=meter.completion_tokens,
-        cost_usd=meter.cost_usd,
-        seconds=round(time.perf_counter() - started, 3),
-        models=json.dumps({**models, **meter.models}, sort_keys=True),
-    )
+    record.prompt_tokens = meter.prompt_tokens
+    record.completion_tokens = meter.completion_tokens
+    record.cost_usd = meter.cost_usd
+    record.seconds = round(time.perf_counter() - started, 3)
+    record.models = json.dumps({**models, **meter.models}, sort_keys=True)
     return record
 
 
 # -- the run ---------------------------------------------------------------------------------------
 
 
-class Progress:
-    """Callbacks of a synth run; the CLI draws a progress bar from them."""
-
-    def start(self, summary: SynthSummary) -> None: ...
-
-    def finished(self, record: dict[str, Any], summary: SynthSummary) -> None: ...
-
-
-def run_synth(
+async def run_synth(
     ws: Workspace,
     source: str | None,
     options: SynthOptions,
@@ -412,7 +368,7 @@ def run_synth(
     endpoint) raises `OresError` before the run is registered. An endpoint that rejects the key or
     does not know the model (`is_fatal`) stops the run with an `OresError`, the run marked failed.
     Ctrl-C abandons the traces in flight. Either way, finished traces are kept for the rerun and
-    the run is marked interrupted or failed."""
+    the run is marked interrupted or failed, and its LLM calls are registered."""
     options.research.check()
     for role in ROLES:
         llm_config.role(role)
@@ -421,103 +377,90 @@ def run_synth(
     if options.shard is not None:
         i, n = options.shard
         seeds = [s for s in seeds if shard_of(s.id, n) == i]
-    toolbox = open_toolbox(ws, search=options.search, crawl=options.crawl, cache=options.cache)
-    closed = False
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        # Closed last in, first out: the LLM client before the call log it writes to, the call
+        # log before the run registers it, the toolbox last.
+        toolbox = open_toolbox(ws, search=options.search, crawl=options.crawl, cache=options.cache)
+        await stack.enter_async_context(toolbox)
         if options.check_endpoints:
-            check_endpoints(llm_config)
+            await check_endpoints(llm_config)
         config = synth_config(llm_config, options)
         models = models_of(llm_config)
-        progress = progress or Progress()
-        register_unlogged_calls(ws, STAGE)
-        with ws.start_run(STAGE, KIND, config, inputs=[input_name], resume=True) as run:
-            todo = [s for s in seeds if not run.is_done(s.id, options.retry_failed)]
-            n_skipped = len(seeds) - len(todo)
-            if options.limit is not None:
-                todo = todo[: options.limit]
-            summary = SynthSummary(
-                run_id=run.run_id,
-                n_input=n_input,
-                n_in_shard=len(seeds),
-                n_skipped=n_skipped,
-                n_skipped_failed=sum(
-                    1 for s in seeds if run.is_done(s.id, options.retry_failed) and run.prior[s.id] != "done"
-                ),
-                n_todo=len(todo),
+        run = stack.enter_context(
+            ws.start_run(SYNTH, config, inputs=[input_name], resume=True, progress=progress)
+        )
+        calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
+        llm = await stack.enter_async_context(LLMClient(llm_config, calls))
+
+        todo = [s for s in seeds if not run.is_done(s.id, options.retry_failed)]
+        n_skipped = len(seeds) - len(todo)
+        if options.limit is not None:
+            todo = todo[: options.limit]
+        summary = SynthSummary(
+            run_id=run.run_id,
+            n_input=n_input,
+            n_in_shard=len(seeds),
+            n_skipped=n_skipped,
+            n_skipped_failed=sum(
+                1 for s in seeds if run.is_done(s.id, options.retry_failed) and run.prior[s.id] != Status.DONE
+            ),
+            n_todo=len(todo),
+        )
+        run.progress.start(
+            "synth", len(todo), f"{run.run_id}: {len(todo)} seeds to research ({n_skipped} done earlier)"
+        )
+        started = time.perf_counter()
+
+        def finished(record: TraceRecord) -> None:
+            run.append(record)
+            summary.add(record)
+            if on_record is not None:
+                on_record(record.to_row())
+            state = (
+                record.status if record.status != Status.DONE else ("valid" if record.valid else "invalid")
             )
-            progress.start(summary)
-            calls_path = run.dir / CALL_LOG_FILE
-            started = time.perf_counter()
+            run.progress.advance(
+                item=f"{record.id}: {state} in {record.seconds:.0f} s", stats=summary.stats()
+            )
 
-            def finished(record: dict[str, Any]) -> None:
-                run.append(record)
-                summary.add(record)
-                if on_record is not None:
-                    on_record(record)
-                progress.finished(record, summary)
-
-            try:
-                with CallLog(calls_path, run.run_id) as calls:
-                    closed = True  # _synth_all closes it on its own event loop
-                    asyncio.run(
-                        _synth_all(
-                            todo, llm_config, calls, toolbox, options, run.config_hash, models, finished
-                        )
-                    )
-            except _Fatal as fatal:
-                # One line for the CLI; `start_run` marks the run failed, the JSONL stays for the rerun.
-                raise OresError(
-                    f"{fatal.error} (synth stopped: {summary.n_done + summary.n_failed} traces of this "
-                    "run are kept; fix it and rerun the same command to do the rest)"
-                ) from None
-            finally:
-                summary.seconds = time.perf_counter() - started
-                _register_calls(ws, run.run_id, calls_path)
-            summary.artifact = run.finish(SCHEMA)
-        return summary
-    finally:
-        if not closed:
-            _close(toolbox)
-
-
-def _register_calls(ws: Workspace, run_id: str, path: Path) -> None:
-    try:
-        register_call_log(ws, run_id, path)
-    except Exception:  # noqa: BLE001 - the call log is bookkeeping; the traces matter more
-        log.exception("could not register the llm call log %s", path)
-
-
-def _close(toolbox: Toolbox) -> None:
-    try:
-        asyncio.run(toolbox.aclose())
-    except Exception:  # noqa: BLE001
-        log.debug("closing the toolbox failed", exc_info=True)
+        try:
+            await _synth_all(todo, llm, toolbox, options, run.config_hash, models, finished)
+        except _Fatal as fatal:
+            # One line for the CLI; the run is marked failed, the JSONL stays for the rerun.
+            raise OresError(
+                f"{fatal.error} (synth stopped: {summary.n_done + summary.n_failed} traces of this "
+                "run are kept; fix it and rerun the same command to do the rest)"
+            ) from None
+        finally:
+            summary.seconds = time.perf_counter() - started
+    # Leaving the stack closed the client and the call log, then finished the run (its Parquet,
+    # and the complete call log registered beside it).
+    summary.artifact = run.artifact
+    return summary
 
 
 async def _synth_all(
     todo: list[SeedItem],
-    llm_config: LLMConfig,
-    calls: CallLog,
+    llm: LLMClient,
     toolbox: Toolbox,
     options: SynthOptions,
     config_hash: str,
     models: dict[str, str],
-    finished: Callable[[dict[str, Any]], None],
+    finished: Callable[[TraceRecord], None],
 ) -> None:
     slots = asyncio.Semaphore(max(1, options.concurrency))
-    async with toolbox, LLMClient(llm_config, calls) as llm:
 
-        async def one(seed: SeedItem) -> None:
-            async with slots:
-                record = await synth_one(seed, llm, toolbox, options.research, config_hash, models)
-            finished(record)
+    async def one(seed: SeedItem) -> None:
+        async with slots:
+            record = await synth_one(seed, llm, toolbox, options.research, config_hash, models)
+        finished(record)
 
-        tasks = [asyncio.ensure_future(one(seed)) for seed in todo]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            # Let the cancelled seeds unwind before the HTTP clients and the toolbox close under them
-            # (a fatal error or Ctrl-C ends the run with calls still in flight).
-            await asyncio.gather(*tasks, return_exceptions=True)
+    tasks = [asyncio.ensure_future(one(seed)) for seed in todo]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Let the cancelled seeds unwind before the HTTP clients and the toolbox close under them
+        # (a fatal error or Ctrl-C ends the run with calls still in flight).
+        await asyncio.gather(*tasks, return_exceptions=True)

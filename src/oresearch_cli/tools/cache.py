@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from oresearch_cli.errors import InputError
+from oresearch_cli.migrations import Migration, migrate_sqlite, run_script
 
 CACHE_FILE = "tools.sqlite"
 KINDS = ("search", "crawl", "summary")
@@ -39,6 +40,10 @@ CREATE TABLE IF NOT EXISTS counters (
     misses INTEGER NOT NULL DEFAULT 0
 );
 """
+
+# One step per schema change (`oresearch_cli.migrations`; version in PRAGMA user_version). Step 1
+# is the schema as the first tools wrote it: a cache of that ores (version 0) is adopted as is.
+MIGRATIONS = (Migration(1, "entries and hit counters", run_script(_SCHEMA)),)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -84,7 +89,7 @@ class ToolCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        migrate_sqlite(self._db, MIGRATIONS, where=path)
 
     @classmethod
     def for_workspace(cls, ws: Any, ttl: float | None = None) -> ToolCache:

@@ -1,24 +1,38 @@
-"""The workspace: a DuckDB catalog of runs and artifacts, with Parquet/JSONL files beside it.
+"""The workspace: a DuckDB catalog of runs and artifacts, with Parquet/JSONL files beside it, and
+the stage contract every stage runs on.
 
-Public API: `Workspace.open(path)`, `Workspace.start_run(...) -> Run`, `Run.append/finish`,
-`Workspace.latest_artifact(kind)`, `Workspace.sql(query)`, `Workspace.status()`.
+    ws = Workspace.open(path)
+    with ws.start_run(StageSpec.of("synth", TraceRecord), config, inputs, resume=True) as run:
+        run.append(record); run.open_log("llm_calls"); run.progress.advance()
+    ws.latest_artifact(kind); ws.sql(query); ws.status()
+
+Only this package writes catalog SQL. Record classes (`ArtifactRecord`) type each artifact kind;
+`Status` and `RunStatus` are the one set of status values.
 """
 
 from oresearch_cli.workspace.catalog import SCHEMA_VERSION
 from oresearch_cli.workspace.models import ArtifactInfo, KindStatus, RunInfo, WorkspaceStatus, config_hash
-from oresearch_cli.workspace.run import ITEM_DONE, ITEM_FAILED, Run
+from oresearch_cli.workspace.progress import NoProgress, Progress
+from oresearch_cli.workspace.records import ArtifactRecord, RunStatus, Status, record_type
+from oresearch_cli.workspace.run import RunContext, StageSpec, iter_source
 from oresearch_cli.workspace.workspace import CATALOG_NAME, Workspace
 
 __all__ = [
     "CATALOG_NAME",
-    "ITEM_DONE",
-    "ITEM_FAILED",
     "SCHEMA_VERSION",
     "ArtifactInfo",
+    "ArtifactRecord",
     "KindStatus",
-    "Run",
+    "NoProgress",
+    "Progress",
+    "RunContext",
     "RunInfo",
+    "RunStatus",
+    "StageSpec",
+    "Status",
     "Workspace",
     "WorkspaceStatus",
     "config_hash",
+    "iter_source",
+    "record_type",
 ]

@@ -15,12 +15,13 @@ import duckdb
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from oresearch_cli.errors import WorkspaceError
+from oresearch_cli.migrations import Migration, latest_version, pending, run_script, too_new
 
-SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 60.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+# Version 1: the catalog as the first stages wrote it (the schema ores wrote before versions were
+# migrated; `IF NOT EXISTS`, so such a catalog is adopted as is).
+_V1 = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,
     stage VARCHAR NOT NULL,
@@ -53,8 +54,29 @@ CREATE TABLE IF NOT EXISTS items (
     item_id VARCHAR NOT NULL,
     status VARCHAR NOT NULL,
     error VARCHAR
-);
+)
 """
+
+# Version 2: the logs a run writes beside its items (LLM call logs today; rollouts and scores
+# next) are listed when opened, so that the next run can register the log of a run killed
+# before it could, whatever the kind. Runs of version 1 kept their call log as
+# `llm_calls.jsonl` in their folder: they are listed here once.
+_V2 = """
+CREATE TABLE IF NOT EXISTS run_logs (
+    run_id VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    path VARCHAR NOT NULL           -- the JSONL, relative to the workspace root
+);
+INSERT INTO run_logs
+    SELECT run_id, 'llm_calls', 'artifacts/' || stage || '/' || run_id || '/llm_calls.jsonl'
+    FROM runs WHERE stage IN ('synth', 'filter')
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "runs, artifacts and item statuses", run_script(_V1)),
+    Migration(2, "logs written beside a run's items", run_script(_V2)),
+)
+SCHEMA_VERSION = latest_version(MIGRATIONS)
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -103,46 +125,41 @@ def connect(
         con.close()
 
 
+def _stored_version(con: duckdb.DuckDBPyConnection) -> int:
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.CatalogException:
+        return 0
+    return int(row[0]) if row is not None else 0
+
+
 def ensure_schema(path: Path) -> int:
-    """Create the catalog if needed and check its schema version; returns that version."""
+    """Create the catalog if needed and migrate it to `SCHEMA_VERSION`; returns that version.
+
+    Each step runs in one transaction with its version bump. DuckDB lets one process write the
+    file at a time, so two processes opening an old catalog migrate it one after the other."""
     with connect(path) as con:
         con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is not None:
-            version = int(row[0])
-            if version > SCHEMA_VERSION:
-                raise WorkspaceError(
-                    f"{path}: catalog schema {version} is newer than this ores understands ({SCHEMA_VERSION}); "
-                    "upgrade ores (pip install -U ores) or use another --ws"
-                )
-            if version == SCHEMA_VERSION:
-                return version
-        # Fresh catalog (or a future older-version migration point).
-        con.execute("BEGIN")
-        con.execute(_SCHEMA)
-        con.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
-            [str(SCHEMA_VERSION)],
-        )
-        con.execute("COMMIT")
-        return SCHEMA_VERSION
+        for step in pending(MIGRATIONS, _stored_version(con), path):
+            con.execute("BEGIN")
+            try:
+                step.apply(con)
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(step.version)])
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return _stored_version(con)
 
 
 def check_schema_readonly(path: Path) -> int:
     """The schema version, without writing; for readers such as `ws sql`."""
     with connect(path, read_only=True) as con:
-        try:
-            row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        except duckdb.CatalogException:
-            row = None
-    if row is None:
+        version = _stored_version(con)
+    if version == 0:
         raise WorkspaceError(
             f"{path}: not an ores catalog (no schema version); run `ores ws init` on a new directory"
         )
-    version = int(row[0])
     if version > SCHEMA_VERSION:
-        raise WorkspaceError(
-            f"{path}: catalog schema {version} is newer than this ores understands ({SCHEMA_VERSION}); "
-            "upgrade ores (pip install -U ores) or use another --ws"
-        )
+        raise too_new(path, version, SCHEMA_VERSION)
     return version

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-RUN_STATUSES = ("running", "done", "failed", "interrupted")
+from oresearch_cli.workspace.records import RunStatus
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -50,16 +50,16 @@ class RunInfo:
     finished_at: datetime | None
 
     @property
-    def effective_status(self) -> str:
+    def effective_status(self) -> RunStatus:
         """`running` only while its process lives; a run whose process died (kill -9) is `interrupted`."""
         if (
-            self.status == "running"
+            self.status == RunStatus.RUNNING
             and self.hostname == socket.gethostname()
             and self.pid
             and not _pid_alive(self.pid)
         ):
-            return "interrupted"
-        return self.status
+            return RunStatus.INTERRUPTED
+        return RunStatus(self.status)
 
     @property
     def seconds(self) -> float | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,16 @@ from oresearch_cli.errors import WorkspaceError
 from oresearch_cli.records import write_records
 from oresearch_cli.workspace.catalog import SCHEMA_VERSION, check_schema_readonly, connect, ensure_schema
 from oresearch_cli.workspace.models import ArtifactInfo, KindStatus, RunInfo, WorkspaceStatus, config_hash
-from oresearch_cli.workspace.run import Run, iter_source
+from oresearch_cli.workspace.progress import Progress
+from oresearch_cli.workspace.records import RunStatus, Status
+from oresearch_cli.workspace.run import RunContext, StageSpec, iter_source, register_log
+
+log = logging.getLogger(__name__)
 
 CATALOG_NAME = "ores.duckdb"
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Catalog tables; artifact kinds may not shadow them as views.
-_RESERVED = {"meta", "runs", "artifacts", "items"}
+_RESERVED = {"meta", "runs", "artifacts", "items", "run_logs"}
 # Columns worth counting by value in `ws status` when an artifact has them.
 BREAKDOWN_COLUMNS = ("language", "status", "verdict")
 
@@ -69,8 +75,8 @@ class Workspace:
             ensure_schema(ws.catalog_path)
         elif create:
             ensure_schema(ws.catalog_path)
-        else:
-            check_schema_readonly(ws.catalog_path)
+        elif check_schema_readonly(ws.catalog_path) < SCHEMA_VERSION:
+            ensure_schema(ws.catalog_path)  # a workspace of an older ores: migrate it once
         return ws
 
     def relative(self, path: Path) -> str:
@@ -84,50 +90,84 @@ class Workspace:
 
     def start_run(
         self,
-        stage: str,
-        kind: str,
-        config: dict[str, Any],
+        spec: StageSpec,
+        config: Mapping[str, Any],
         inputs: list[str] | tuple[str, ...] = (),
         *,
         resume: bool = False,
-    ) -> Run:
-        """Register a new run. With `resume`, items finished by earlier runs of the same stage and
-        config hash are handed over in `run.prior` and carried into this run's artifact."""
+        progress: Progress | None = None,
+    ) -> RunContext:
+        """Register a new run of `spec`'s stage. With `resume`, items finished by earlier runs of
+        the same stage and config hash are handed over in `run.prior` and carried into this run's
+        artifact. Logs of earlier runs of the stage that were killed before registering them are
+        registered first."""
+        kind = spec.kind
         if not _KIND_RE.match(kind) or kind in _RESERVED:
             raise ValueError(f"artifact kind {kind!r} must be a lowercase identifier, not one of {_RESERVED}")
-        chash = config_hash(config)
-        run_id = f"{stage}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-        prior_sources = self._resume_sources(stage, chash) if resume else []
+        self.register_orphan_logs(spec.name)
+        chash = config_hash(dict(config))
+        run_id = f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+        prior_sources = self.resume_sources(spec.name, chash) if resume else []
         prior: dict[str, str] = {}
         for source in prior_sources:
             for record in iter_source(source):
-                prior[str(record["id"])] = str(record.get("status", "done"))
+                prior[str(record["id"])] = str(Status(record.get("status") or Status.DONE))
         with connect(self.catalog_path) as con:
             con.execute(
                 """INSERT INTO runs (run_id, stage, kind, config_json, config_hash, inputs_json, status,
-                   pid, hostname, started_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)""",
+                   pid, hostname, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [
                     run_id,
-                    stage,
+                    spec.name,
                     kind,
                     json.dumps(config, sort_keys=True, ensure_ascii=False, default=str),
                     chash,
                     json.dumps(list(inputs), ensure_ascii=False),
+                    str(RunStatus.RUNNING),
                     os.getpid(),
                     socket.gethostname(),
                     datetime.now(),
                 ],
             )
-        return Run(self, run_id, stage, kind, chash, prior_sources, prior)
+        return RunContext(self, run_id, spec, config, chash, prior_sources, prior, progress)
 
-    def _resume_sources(self, stage: str, chash: str) -> list[Path]:
+    def register_orphan_logs(self, stage: str) -> list[str]:
+        """Register the logs (LLM calls...) of earlier `stage` runs that never registered theirs:
+        a `kill -9` stops a run before it can, and what it paid for must stay answerable in
+        `<kind>_all`. Runs still going are left to register their own. Returns the run ids done.
+        A log that cannot be registered is logged and skipped: bookkeeping of an earlier run
+        must not stop this one."""
+        with connect(self.catalog_path, read_only=True) as con:
+            rows = con.execute(
+                """SELECT l.run_id, l.kind, l.path FROM run_logs l JOIN runs r USING (run_id)
+                   WHERE r.stage = ? AND NOT EXISTS (
+                       SELECT 1 FROM artifacts a WHERE a.run_id = l.run_id AND a.kind = l.kind)""",
+                [stage],
+            ).fetchall()
+        if not rows:
+            return []
+        running = {r.run_id for r in self.runs(stage=stage) if r.effective_status == RunStatus.RUNNING}
+        done = []
+        for run_id, kind, stored in rows:
+            path = self._absolute(stored)
+            if run_id in running or not path.exists():
+                continue
+            try:
+                register_log(self, run_id, kind, path)
+            except Exception:  # noqa: BLE001
+                log.exception("could not register the %s log %s of an earlier run", kind, path)
+                continue
+            done.append(run_id)
+        return done
+
+    def resume_sources(self, stage: str, chash: str) -> list[Path]:
         """The newest finished artifact of this stage+config, then the JSONL of every unfinished run
         since (oldest first), so that later records override earlier ones."""
         runs = [r for r in self.runs(stage=stage) if r.config_hash == chash]
         runs.sort(key=lambda r: r.started_at)
         sources: list[Path] = []
         for run in runs:
-            if run.status == "done":
+            if run.status == RunStatus.DONE:
                 # Only the stage's own kind: a run may also register others (synth's `llm_calls`).
                 artifacts = self.artifacts(run_id=run.run_id, kind=run.kind)
                 sources = [a.path for a in artifacts if a.path.exists()]
