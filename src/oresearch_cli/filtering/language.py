@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from oresearch_cli.textutil import detect_language
 from oresearch_cli.textutil import lang as _lang
 
-_ASCII_WORD = re.compile(r"[A-Za-z0-9_]")
+_ASCII_WORD = re.compile(r"[A-Za-z]")  # `_lang._LETTER` on ASCII text
 # Texts stepped together, sorted by length so little of the matrix is padding. Each step costs a
 # few numpy calls whatever the batch, so a filter chunk (200 texts) goes in one: a fifth faster
 # than 128 at a time; much bigger batches outgrow the caches.
@@ -147,7 +147,7 @@ def _model() -> _BatchModel | None:
                 _MODEL = model
             except (ImportError, AttributeError, ValueError, TypeError):
                 _MODEL = False
-        return _MODEL or None
+        return _MODEL if isinstance(_MODEL, _BatchModel) else None
 
 
 def detect_languages(texts: Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
-_LETTER = re.compile(r"\w", re.UNICODE)
+_LETTER = re.compile(r"[^\W\d_]")  # letters of any script; digits alone say nothing of a language
 
 
 def detect_language(text: str) -> str:
