@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -122,6 +122,7 @@ def search(
 ) -> None:
     """Search one corpus directly (no cache): documents, each shown by its best passage."""
     corpus = Corpus.open(Workspace.open(ws), name)
+    rows: list[dict[str, Any]]
     try:
         if passages:
             rows = [

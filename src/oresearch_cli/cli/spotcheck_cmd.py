@@ -76,6 +76,7 @@ def spotcheck(
                 given, finished = review(
                     sample.items, session.done, session.record, max_report_lines=max_lines
                 )
+            assert session.gate is not None  # written when the session ends
             result = session.gate
             err.print(
                 f"{given} verdicts recorded" + ("" if finished else "; run `ores spotcheck` again to resume"),

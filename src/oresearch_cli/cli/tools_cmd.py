@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -163,7 +163,7 @@ def crawl(
 @tools_app.command("backends")
 def backends(as_json: JsonOption = False) -> None:
     """The backends, the environment variables each reads, and whether it is configured."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "spec": b.spec,
             "kind": b.kind,

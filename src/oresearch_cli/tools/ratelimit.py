@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -42,10 +43,10 @@ DEFAULT_LIMITS: dict[str, RateLimit] = {
 
 
 def limit_from_env(
-    name: str, default: RateLimit | None = None, env: dict[str, str] | None = None
+    name: str, default: RateLimit | None = None, env: Mapping[str, str] | None = None
 ) -> RateLimit:
     """`ORES_<NAME>_RPM` / `ORES_<NAME>_CONCURRENCY` over `default` (0 or empty means unlimited)."""
-    env = os.environ if env is None else env  # type: ignore[assignment]
+    env = os.environ if env is None else env
     base = default or DEFAULT_LIMITS.get(name, RateLimit())
     prefix = f"ORES_{name.upper()}_"
     rpm, concurrency = base.rpm, base.concurrency

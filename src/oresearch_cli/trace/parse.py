@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import cast
 
 from oresearch_cli.trace import tags
 from oresearch_cli.trace.model import (
@@ -376,6 +377,7 @@ def parse(text: str) -> Trace:
         else:
             step = _step(element)
             if element.tag is None:  # a Text step
+                step = cast(Text, step)
                 if container and isinstance(container[-1], Text):
                     # Two texts meet only when something between them moved (a report): one text, as render joins them.
                     container[-1] = Text(f"{container[-1].text}\n{step.text}", offset=container[-1].offset)

@@ -231,6 +231,7 @@ def _references_span(text: str, sections: list[Section]) -> tuple[int, int] | No
     """Where the reference list lies: after the last references heading up to the next heading of
     the same or a higher level; else a trailing run of numbered entries with URLs."""
     headings = [s for s in sections if s.kind == REFERENCES]
+    start: int | None
     if headings:
         heading = headings[-1]
         start = text.find("\n", heading.offset)

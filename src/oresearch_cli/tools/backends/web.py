@@ -261,7 +261,7 @@ class RetrieverSearch:
                 "retriever: expected {'result': [[...]]} from /retrieve; check RETRIEVER_URL"
             )
         host = httpx.URL(self.base_url).host
-        hits = []
+        hits: list[SearchHit] = []
         for item in results[0]:
             if not isinstance(item, dict):
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import tantivy
 
@@ -158,7 +159,7 @@ class PassageIndex:
             ords = (
                 self._searcher.fast_field_values("doc_ord", [address for _, address in hits]) if hits else []
             )
-            best: dict[int, int] = {}  # doc ordinal -> index of its best passage in hits
+            best: dict[Any, int] = {}  # doc ordinal -> index of its best passage in hits
             for i, ord_ in enumerate(ords):
                 if ord_ not in best:
                     best[ord_] = i
