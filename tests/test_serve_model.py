@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +36,7 @@ from model_support import (
     embedded_ws,
     free_port,
     pid_alive,
+    tiny_model,
 )
 
 
@@ -85,6 +87,42 @@ def test_probes_do_not_import_vllm():
     assert "vllm" not in sys.modules
 
 
+def test_gpu_probe_imports_torch_only_for_a_gpu_build():
+    # `ores serve` on a CPU-only torch need not carry torch (slower start, and seconds at every exit).
+    code = (
+        "import sys; from oresearch_cli.server import model_server as m; "
+        "print(m._torch_is_cpu_only_build(), m.gpu_available(), 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    cpu_only, gpu, imported = done.stdout.split()
+    if cpu_only == "True":
+        assert (gpu, imported) == ("False", "False")
+
+
+def test_the_launcher_bounds_uvicorns_graceful_shutdown(tmp_path):
+    pytest.importorskip("uvicorn")
+    code = (
+        "import uvicorn; from oresearch_cli.server.graceful import bound_uvicorn_shutdown; "
+        "bound_uvicorn_shutdown(2.5); bound_uvicorn_shutdown(9); "
+        "print(uvicorn.Config(None).timeout_graceful_shutdown, "
+        "uvicorn.Config(None, timeout_graceful_shutdown=7).timeout_graceful_shutdown)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2.5", "7"]  # the first bound holds; an explicit value wins
+    # the script's exit code comes through; a missing script is one clear line, exit 127
+    script = tmp_path / "server.py"
+    script.write_text("import sys; print(sys.argv[1:]); sys.exit(3)")
+    launcher = model_server.graceful_launcher()
+    done = subprocess.run([*launcher, str(script), "a", "b"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (3, "['a', 'b']"), done.stderr
+    done = subprocess.run(
+        [*launcher, str(script.parent / "nope")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 127 and "cannot run" in done.stderr
+
+
 # -- command lines -------------------------------------------------------------------------------
 
 
@@ -132,13 +170,17 @@ def test_plan_vllm_names_the_model_and_url(tmp_path):
 def test_plan_transformers_serves_under_the_directory_name(tmp_path):
     ckpt = _checkpoint(tmp_path)
     plan = plan_serve(ckpt, "transformers", ServeOptions(port=8124), has_gpu=lambda: False)
-    assert plan.argv[1:3] == ["serve", "my-ckpt"]
+    # `transformers serve`, run under the launcher that bounds its graceful shutdown
+    launcher = model_server.graceful_launcher()
+    assert plan.argv[: len(launcher)] == launcher and launcher[1:3] == ["-m", "oresearch_cli.server.graceful"]
+    assert Path(plan.argv[len(launcher)]).name == "transformers"
+    assert plan.argv[len(launcher) + 1 : len(launcher) + 3] == ["serve", "my-ckpt"]
     assert plan.argv[plan.argv.index("--device") + 1] == "cpu"
     assert plan.cwd == ckpt.parent  # where "my-ckpt" is a relative path to the checkpoint
     assert plan.env.get("HF_HUB_OFFLINE", "1") == "1"
     line = plan.shell_command()
     assert line.startswith(f"cd {ckpt.parent} && ") and "serve my-ckpt --device cpu" in line
-    assert build_transformers_command("x", ServeOptions(), device="cuda")[3:5] == ["--device", "cuda"]
+    assert _flag(build_transformers_command("x", ServeOptions(), device="cuda"), "--device") == "cuda"
     assert "--continuous-batching" in plan.argv
     off = build_transformers_command("x", ServeOptions(continuous_batching=False))
     assert "--no-continuous-batching" in off and "--continuous-batching" not in off
@@ -173,7 +215,7 @@ def test_cpu_batching_gets_a_fixed_cache_not_the_machines_memory():
 def test_plan_transformers_custom_name_goes_through_a_symlink(tmp_path):
     ckpt = _checkpoint(tmp_path)
     plan = plan_serve(ckpt, "transformers", ServeOptions(served_model_name="smol"), has_gpu=lambda: False)
-    assert plan.model_name == "smol" and plan.argv[2] == "smol"
+    assert plan.model_name == "smol" and plan.argv[plan.argv.index("serve") + 1] == "smol"
     assert plan.alias_link == plan.cwd / "smol"
     assert "ln -sfn" in plan.shell_command()
 
@@ -412,7 +454,66 @@ def test_embedded_model_end_to_end(tmp_path_factory):
     finally:
         code = server.stop(signal.SIGINT)
     assert code == 0, server.stderr()
-    assert "stopping" in server.stderr()
+    assert "stopping" in server.stderr() and "killed it" not in server.stderr()
+    deadline = time.monotonic() + 10
+    while pid_alive(server.child_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(server.child_pid)
+
+
+# Before the bounded shutdown, `transformers serve` waited for every open connection on SIGTERM, so
+# `ores serve` always sat out its 10 s grace and then SIGKILLed it: it could not exit sooner than that.
+STOPPED_WITHIN_S = 9.0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_promptly_while_generating(tmp_path_factory, sig):
+    import httpx
+
+    ws = embedded_ws(tmp_path_factory)
+    server = ServeProcess(ws, free_port(), "--model", str(tiny_model(ws)))
+    # Greedy decoding of the tiny random model never emits EOS in 4000 tokens (minutes on a CPU):
+    # the request is surely still generating when the signal lands.
+    body = {"model": server.model_name, "messages": [{"role": "user", "content": "Write a long essay."}],
+            "max_tokens": 4000, "temperature": 0, "stream": True}  # fmt: skip
+    chunks: list[str] = []
+    generating, stream_ended = threading.Event(), threading.Event()
+
+    def generate() -> None:
+        try:
+            url = f"{server.base_url}/chat/completions"
+            with (
+                httpx.Client(timeout=120, trust_env=False) as client,
+                client.stream("POST", url, json=body) as response,
+            ):
+                for line in response.iter_lines():
+                    chunks.append(line)
+                    if sum('"content"' in c for c in chunks) >= 3:
+                        generating.set()
+        except httpx.HTTPError:
+            pass
+        finally:
+            stream_ended.set()
+
+    threading.Thread(target=generate, daemon=True).start()
+    try:
+        assert generating.wait(120), f"no tokens streamed: {chunks[-3:]} {server.stderr()[-1000:]}"
+        assert not stream_ended.is_set()
+        started = time.monotonic()
+        server.process.send_signal(sig)
+        try:
+            code = server.process.wait(30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"ores serve did not exit within 30 s of {sig.name} while generating")
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    stderr = server.stderr()
+    assert code == 0, stderr
+    assert "stopping" in stderr and "killed it" not in stderr, stderr  # the server ended by itself
+    assert elapsed < STOPPED_WITHIN_S, f"{elapsed:.1f} s to stop"
+    assert stream_ended.wait(10)
+    assert not any('"finish_reason"' in c for c in chunks)  # the generation was cut, not finished
     deadline = time.monotonic() + 10
     while pid_alive(server.child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)

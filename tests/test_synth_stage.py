@@ -9,6 +9,7 @@ calls `run_synth`, which is faster (no interpreter start, no openai import per r
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from oresearch_cli.workspace import Workspace
 from oresearch_cli.workspace.run import iter_jsonl_tolerant
 
 from conftest import REPO, error_lines
+from model_support import sigint_as_at_a_terminal
 from standin_llm import Received, Reply, StandinLLM, error
 from synth_support import (
     MODELS,
@@ -356,25 +358,53 @@ def test_kill_9_then_rerun_holds_every_seed_exactly_once(ws_dir: Path, tmp_path:
     )  # planner, worker and summarizer calls of each kept trace
 
 
+def _popen_interruptible(*args: str, cwd: Path, stderr_path: Path) -> subprocess.Popen[str]:
+    """`_popen`, with SIGINT as a foreground process at a terminal has it (not inherited ignored)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "oresearch_cli", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr_path.open("w"),
+        text=True,
+        env=_env(),
+        preexec_fn=sigint_as_at_a_terminal,
+    )
+
+
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(ws_dir: Path, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "q.jsonl", 8)
-    teacher = Teacher(latency=0.05)
-    with StandinLLM(teacher, lifetime=300) as srv:
+    # Two seeds run at a time. The stand-in answers the first two planner calls and holds every later
+    # one: the first two seeds finish, the next two wait in flight on their planner call, and four
+    # have not started. The Ctrl-C lands in that state, whatever the machine's speed.
+    planner_calls = itertools.count()
+
+    def hold(request: Received) -> bool:
+        return piece_of(request) == "planner" and next(planner_calls) >= 2
+
+    with StandinLLM(Teacher(), lifetime=300, hold=hold) as srv:
         args = ("synth", "q.jsonl", "--ws", "ws", "--concurrency", "2", *synth_cli_args(srv.url))
-        proc = _popen(*args, cwd=tmp_path, stderr_path=tmp_path / "err.txt")
-        _wait_for_traces(ws_dir, 2, proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
+        proc = _popen_interruptible(*args, cwd=tmp_path, stderr_path=tmp_path / "err.txt")
+        try:
+            assert srv.wait_held(2, timeout=120), f"seeds 3 and 4 never asked: {proc.poll()=}"
+            _wait_for_traces(ws_dir, 2, proc)
+            assert srv.held == 2 and len(_live_records(ws_dir)) == 2  # 2 done, 2 in flight, 4 to do
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            srv.release()  # from now on every call is answered (the rerun's too)
         stderr = (tmp_path / "err.txt").read_text()
         kept = {r["id"] for r in _live_records(ws_dir)}
         assert "Traceback" not in stderr
         assert f"interrupted: {len(kept)} traces finished this run are kept" in stderr
+        assert len([line for line in stderr.splitlines() if "interrupted" in line]) == 1, stderr
         [run] = Workspace.open(ws_dir).runs(stage="synth")
-        assert run.status == "interrupted" and 2 <= len(kept) < 8
+        assert run.status == "interrupted" and len(kept) == 2
         # What the interrupted run paid for is still on the books.
         assert [a.kind for a in Workspace.open(ws_dir).artifacts(run_id=run.run_id)] == ["llm_calls"]
 
-        teacher.latency = 0.0
         before = len(_planner_questions(srv))
         summary, _ = _run(ws_dir, tmp_path / "q.jsonl", srv.url)
         redone = _planner_questions(srv)[before:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -133,7 +133,7 @@ def serve(
 
     workspace = Workspace.open(ws)
     ttl = parse_ttl(cache_ttl)
-    options = dict(
+    options: dict[str, Any] = dict(
         search=search, crawl=crawl, cache=not no_cache, cache_ttl=ttl, allow_hosts=allow_host or ()
     )
     # Fail fast on a bad --search/--crawl (one clear line, exit 2) before binding the port.
@@ -144,7 +144,16 @@ def serve(
         highlight=False,
         markup=False,
     )
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    from oresearch_cli.server.model_server import SHUTDOWN_TIMEOUT
+
+    # Ctrl-C gives requests in flight (a slow crawl) a moment, not forever.
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT),
+    )
 
 
 def _say(text: str) -> None:
@@ -235,6 +244,15 @@ def _serve_model(
     except KeyboardInterrupt:
         _say("ores serve: stopping")
     finally:
-        server.stop()
+        # The server gives requests in flight a few seconds (its bounded graceful shutdown), then
+        # exits; stop() kills its process group if it has not by then. A second Ctrl-C kills at once.
+        forced = False
+        try:
+            server.stop()
+        except KeyboardInterrupt:
+            forced = True
+            server.stop(grace=0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if server.killed and not forced:
+            _say(f"ores serve: the server did not stop within {server.stop_grace:g} s; killed it")

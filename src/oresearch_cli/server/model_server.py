@@ -4,7 +4,9 @@ Two existing servers do the work; this module only picks one, builds its command
 waits until it answers and stops it (with its whole process group):
 
 - vLLM (`vllm serve`) when the `vllm` package is importable and a CUDA GPU is present;
-- `transformers serve` (FastAPI + uvicorn, `transformers[serving]`) otherwise, on CPU.
+- `transformers serve` (FastAPI + uvicorn, `transformers[serving]`) otherwise, on CPU; run under
+  `server/graceful.py`, which bounds uvicorn's graceful shutdown (SHUTDOWN_TIMEOUT), so a Ctrl-C
+  ends it within seconds even while it generates.
 
 Both expose `/v1/chat/completions` (streaming too), `/v1/models` and `/health`. The model is served
 under a stable name (the checkpoint directory's name unless `served_model_name` says otherwise):
@@ -14,7 +16,8 @@ it runs in a directory where that name is a relative path to the checkpoint.
 Known limit of the transformers backend: it ignores `response_format` (JSON schema / guided
 decoding); vLLM honours it.
 
-Nothing here imports torch or vllm at module import; the probes import lazily.
+Nothing here imports torch or vllm at module import; the probes import lazily (torch only when it is
+a GPU build).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import ctypes
 import hashlib
 import importlib.util
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -122,9 +126,26 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
+def _torch_is_cpu_only_build() -> bool:
+    """True when the installed torch is a CPU-only build (cuda and hip None in torch/version.py).
+
+    Read from the file, not imported: `ores serve` would otherwise carry torch (~1500 modules) only to
+    learn that there is no GPU, and tearing it down made every Ctrl-C seconds slower on a busy machine.
+    """
+    spec = importlib.util.find_spec("torch")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            text = (Path(location) / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        values = dict(re.findall(r"^(cuda|hip)\s*(?::[^=\n]*)?=\s*(.+?)\s*$", text, re.MULTILINE))
+        return set(values) == {"cuda", "hip"} and set(values.values()) == {"None"}
+    return False
+
+
 def gpu_available() -> bool:
-    """True when torch is installed and sees a CUDA GPU."""
-    if importlib.util.find_spec("torch") is None:
+    """True when torch is installed and sees a CUDA GPU (torch is imported only for a GPU build)."""
+    if importlib.util.find_spec("torch") is None or _torch_is_cpu_only_build():
         return False
     try:
         import torch
@@ -241,8 +262,22 @@ CPU_MAX_BATCH_TOKENS = 2048  # tokens stepped at once; longer prompts are prefil
 CB_PAGE_SIZE = 256  # transformers' default page (`--cb-block-size`)
 
 
+# On SIGTERM/SIGINT a server gives requests in flight this long, then cancels them and exits.
+# `transformers serve` leaves uvicorn's graceful shutdown unbounded (it waits for every open
+# connection: a long generation held it for minutes), so it runs under server/graceful.py, which
+# bounds it. ModelServer.stop() waits a little longer than this before it kills the process group.
+SHUTDOWN_TIMEOUT = 2.0
+STOP_MARGIN = 5.0  # seconds beyond SHUTDOWN_TIMEOUT for the app's shutdown and the interpreter's exit
+VLLM_STOP_GRACE = 10.0
+
+
+def graceful_launcher(timeout: float = SHUTDOWN_TIMEOUT) -> list[str]:
+    """The argv prefix that runs a uvicorn server script with a bounded graceful shutdown."""
+    return [sys.executable, "-m", "oresearch_cli.server.graceful", "--shutdown-timeout", f"{timeout:g}"]
+
+
 def build_transformers_command(model_ref: str, options: ServeOptions, *, device: str = "cpu") -> list[str]:
-    argv = [_script("transformers"), "serve", model_ref, "--device", device]
+    argv = [*graceful_launcher(), _script("transformers"), "serve", model_ref, "--device", device]
     argv += ["--host", options.host, "--port", str(options.port)]
     if options.dtype is not None:
         argv += ["--dtype", options.dtype]
@@ -351,13 +386,15 @@ class ModelServer:
 
     `start()` launches it, `wait_ready()` polls `/health` until it answers 200 (raising OresError
     with the tail of its log if it exits first), `stop()` ends the whole group (SIGTERM, then
-    SIGKILL). Also a context manager: `with ModelServer(plan, log) as s: s.wait_ready()`.
+    SIGKILL after `stop_grace`). Also a context manager: `with ModelServer(plan, log) as s: s.wait_ready()`.
     """
 
     def __init__(self, plan: LaunchPlan, log_path: Path) -> None:
         self.plan = plan
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
+        # set by stop(): True when the server had to be killed (it did not exit within the grace)
+        self.killed = False
 
     @property
     def pid(self) -> int | None:
@@ -430,14 +467,25 @@ class ModelServer:
         assert self.process is not None
         return self.process.wait()
 
-    def stop(self, grace: float = 10.0) -> int | None:
-        """End the server's process group; returns its exit code (None if never started)."""
+    @property
+    def stop_grace(self) -> float:
+        """Seconds stop() waits after SIGTERM before SIGKILL: the server's bounded shutdown and a margin."""
+        if self.plan.backend == "vllm":
+            return VLLM_STOP_GRACE
+        return SHUTDOWN_TIMEOUT + STOP_MARGIN
+
+    def stop(self, grace: float | None = None) -> int | None:
+        """End the server's process group: SIGTERM, then SIGKILL after `grace` seconds (default
+        `stop_grace`; 0 kills at once). Returns its exit code (None if never started); `killed` says
+        whether it took the SIGKILL."""
         process = self.process
         if process is None:
             return None
+        grace = self.stop_grace if grace is None else grace
         for sig, wait_s in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
             if process.poll() is not None:
                 break
+            self.killed = sig == signal.SIGKILL
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, sig)
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -110,10 +110,12 @@ def create_tools_app(toolbox_factory: Callable[[], Toolbox]) -> Starlette:
         scores = bool(body.get("return_scores", False))
         tools = await state.get()
         backend = tools.search_backend
+        # Per query: (document, score) pairs, as Search-R1's retriever returns them.
+        raw: list[list[tuple[dict[str, str], float]]]
         if isinstance(backend, LocalSearch):
             corpus = backend.corpus
 
-            def run() -> list[list[dict[str, Any]]]:
+            def run() -> list[list[tuple[dict[str, str], float]]]:
                 out = []
                 for query in queries:
                     out.append(
@@ -130,7 +132,7 @@ def create_tools_app(toolbox_factory: Callable[[], Toolbox]) -> Starlette:
                             for p in corpus.search_passages(query, topk)
                         ]
                     )
-                return out  # type: ignore[return-value]
+                return out
 
             raw = await run_in_threadpool(run)
         else:
@@ -151,6 +153,7 @@ def create_tools_app(toolbox_factory: Callable[[], Toolbox]) -> Starlette:
                         for h in result.hits
                     ]
                 )
+        result_list: list[list[Any]]
         if scores:
             result_list = [
                 [{"document": doc, "score": score} for doc, score in per_query] for per_query in raw
