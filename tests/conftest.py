@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-# The real-model servers (session fixtures) and `served_model`, visible to every test module.
+# The real-model servers (session fixtures: the trained tiny judge's and model_support's) and
+# `served_model`, visible to every test module.
+from judge_model_support import judge_server  # noqa: E402, F401
 from model_support import embedded_server, served_model, tiny_server  # noqa: E402, F401
 
 REPO = Path(__file__).resolve().parents[1]
