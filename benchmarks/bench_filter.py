@@ -32,8 +32,9 @@ from functools import partial
 from pathlib import Path
 
 from oresearch_cli.filtering.config import FilterConfig
-from oresearch_cli.filtering.rules import OWNED_CODES, Item, estimate_tokens, run_rules
+from oresearch_cli.filtering.rules import OWNED_CODES, Item, run_rules
 from oresearch_cli.textutil import detect_language
+from oresearch_cli.textutil.tokens import estimate_tokens
 from oresearch_cli.trace import (
     Bounds,
     Plan,

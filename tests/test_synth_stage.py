@@ -87,6 +87,8 @@ def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess
 
 def _popen(*args: str, cwd: Path, stderr_path: Path) -> subprocess.Popen[str]:
     # stderr to a file: an unread pipe could fill up and stall the run the test is waiting on.
+    # SIGINT as a foreground process at a terminal has it: under a background job it is inherited
+    # ignored, and a Ctrl-C test would never interrupt.
     return subprocess.Popen(
         [sys.executable, "-m", "oresearch_cli", *args],
         cwd=cwd,
@@ -94,6 +96,7 @@ def _popen(*args: str, cwd: Path, stderr_path: Path) -> subprocess.Popen[str]:
         stderr=stderr_path.open("w"),
         text=True,
         env=_env(),
+        preexec_fn=sigint_as_at_a_terminal,
     )
 
 
@@ -358,19 +361,6 @@ def test_kill_9_then_rerun_holds_every_seed_exactly_once(ws_dir: Path, tmp_path:
     )  # planner, worker and summarizer calls of each kept trace
 
 
-def _popen_interruptible(*args: str, cwd: Path, stderr_path: Path) -> subprocess.Popen[str]:
-    """`_popen`, with SIGINT as a foreground process at a terminal has it (not inherited ignored)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "oresearch_cli", *args],
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr_path.open("w"),
-        text=True,
-        env=_env(),
-        preexec_fn=sigint_as_at_a_terminal,
-    )
-
-
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(ws_dir: Path, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "q.jsonl", 8)
     # Two seeds run at a time. The stand-in answers the first two planner calls and holds every later
@@ -383,7 +373,7 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(ws_dir: Path, tmp_path: Path)
 
     with StandinLLM(Teacher(), lifetime=300, hold=hold) as srv:
         args = ("synth", "q.jsonl", "--ws", "ws", "--concurrency", "2", *synth_cli_args(srv.url))
-        proc = _popen_interruptible(*args, cwd=tmp_path, stderr_path=tmp_path / "err.txt")
+        proc = _popen(*args, cwd=tmp_path, stderr_path=tmp_path / "err.txt")
         try:
             assert srv.wait_held(2, timeout=120), f"seeds 3 and 4 never asked: {proc.poll()=}"
             _wait_for_traces(ws_dir, 2, proc)
