@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from oresearch_cli.filtering.config import FilterConfig
@@ -50,14 +51,14 @@ class Scan:
     errors: list[Problem]  # the validator's errors
     warnings: Counter[str] = field(default_factory=Counter)  # the validator's warnings by code
 
-    @property
+    @cached_property
     def distinct_sources(self) -> int:
-        """Distinct cited pages (by page identity)."""
+        """Distinct cited pages (by page identity); read by the sources rule and the quality score."""
         if self.analysis is None:
             return 0
         return len({page_key(u) for u in self.analysis.cited_urls})
 
-    @property
+    @cached_property
     def n_observations(self) -> int:
         return sum(isinstance(s, Observation) for s in self.steps)
 
