@@ -10,6 +10,7 @@ import pytest
 
 from oresearch_cli.config import load_recipe, resolve
 from oresearch_cli.errors import ConfigError, OresError
+from oresearch_cli.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -142,3 +143,28 @@ def test_every_stage_reads_its_section_through_the_one_loader(tmp_path: Path) ->
     # The environment layer reaches stage settings too.
     assert synth_options({}, None, environ={"ORES_SYNTH_SERP_NUM": "3"}).research.serp_num == 3
     assert load_filter_config(None, environ={"ORES_FILTER_MIN_SOURCES": "5"}).min_sources == 5
+
+
+def test_seed_and_spotcheck_read_their_sections_too(tmp_path: Path, run_ores) -> None:
+    from oresearch_cli.stages.seed import seed_options
+    from oresearch_cli.stages.spotcheck import spotcheck_options
+
+    path = recipe(
+        tmp_path, "seed: {limit: 2, near_dup_threshold: 0.9}\nspotcheck: {n: 20, max_reject: 0.2}\n"
+    )
+    options = seed_options({"limit": None, "sample_seed": 7}, path, environ={}, field="q")
+    assert (options.limit, options.near_dup_threshold, options.sample_seed, options.field) == (2, 0.9, 7, "q")
+    check = spotcheck_options({"n": None, "seed": 3}, path, environ={"ORES_SPOTCHECK_MAX_REJECT": "0.5"})
+    assert (check.n, check.seed, check.max_reject) == (20, 3, 0.2)  # the recipe beats the environment
+    with pytest.raises(ConfigError, match="0 <= max_reject <= 1"):
+        spotcheck_options({"max_reject": 1.5}, None, environ={})
+    # Through the CLI: the recipe's limit keeps two of three questions; a flag still wins.
+    (tmp_path / "q.jsonl").write_text(
+        "".join(
+            f'{{"question": "Question number {w} about a different topic?"}}\n' for w in ("one", "two", "six")
+        )
+    )
+    assert run_ores("seed", "q.jsonl", "--config", str(path)).returncode == 0
+    assert Workspace.open(tmp_path / "ores-ws").latest_artifact("seeds").n_rows == 2
+    assert run_ores("seed", "q.jsonl", "--config", str(path), "--limit", "3").returncode == 0
+    assert Workspace.open(tmp_path / "ores-ws").latest_artifact("seeds").n_rows == 3

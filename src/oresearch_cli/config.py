@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from oresearch_cli.errors import ConfigError
 
-SECTIONS = ("llm", "synth", "filter", "spotcheck", "sft", "rl", "eval", "serve")
+SECTIONS = ("llm", "seed", "synth", "filter", "spotcheck", "sft", "rl", "eval", "serve")
 
 T = TypeVar("T")
 

@@ -24,22 +24,29 @@ def seed(
         str | None, typer.Option("--id-field", help="Field with the question ids (default: id, if present).")
     ] = None,
     fmt: FormatOption = None,
+    # Unset flags (None) take the --config `seed:` section, then ORES_SEED_<KEY>, then the default.
     near_dup: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--near-dup",
             min=0.0,
             max=1.0,
-            help="Jaccard similarity at which two questions are near-duplicates.",
+            help="Jaccard similarity at which two questions are near-duplicates. [default: 0.85]",
         ),
-    ] = 0.85,
+    ] = None,
     no_near_dup: Annotated[bool, typer.Option("--no-near-dup", help="Drop exact duplicates only.")] = False,
     sample: Annotated[
         int | None, typer.Option("--sample", min=1, help="Keep a random sample of N questions.")
     ] = None,
-    sample_seed: Annotated[int, typer.Option("--seed", help="Random seed for --sample.")] = 0,
+    sample_seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed for --sample. [default: 0]")
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Keep at most the first N questions.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML recipe; its `seed:` section sets near_dup_threshold, sample..."),
     ] = None,
     output: OutputOption = None,
     show_dropped: Annotated[
@@ -48,18 +55,16 @@ def seed(
     ws: WsOption = default_ws(),
 ) -> None:
     """Import seed questions: normalize, drop empties and duplicates, tag language, write `seeds`."""
-    from oresearch_cli.stages.seed import SeedOptions, run_seed
+    from oresearch_cli.stages.seed import run_seed, seed_options
 
-    options = SeedOptions(
-        field=field,
-        id_field=id_field,
-        fmt=fmt,
-        near_dup_threshold=near_dup,
-        dedup_near=not no_near_dup,
-        sample=sample,
-        sample_seed=sample_seed,
-        limit=limit,
-    )
+    flags = {
+        "near_dup_threshold": near_dup,
+        "dedup_near": False if no_near_dup else None,
+        "sample": sample,
+        "sample_seed": sample_seed,
+        "limit": limit,
+    }
+    options = seed_options(flags, config, field=field, id_field=id_field, fmt=fmt)
     result, artifact = run_seed(ws, source, options)
     records = [s.to_record() for s in result.seeds]
     if output == "-":

@@ -16,11 +16,23 @@ EXIT_HELD = 3
 
 @app.command()
 def spotcheck(
-    n: Annotated[int, typer.Option("-n", "--n", min=1, help="Traces in the sample.")] = 50,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed of the sample.")] = 0,
+    # Unset flags (None) take the --config `spotcheck:` section, then ORES_SPOTCHECK_<KEY>, then the default.
+    n: Annotated[
+        int | None, typer.Option("-n", "--n", min=1, help="Traces in the sample. [default: 50]")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed of the sample. [default: 0]")
+    ] = None,
     max_reject: Annotated[
-        float, typer.Option("--max-reject", min=0.0, max=1.0, help="The gate passes under this reject rate.")
-    ] = 0.10,
+        float | None,
+        typer.Option(
+            "--max-reject", min=0.0, max=1.0, help="The gate passes under this reject rate. [default: 0.1]"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML recipe; its `spotcheck:` section sets n, seed, max_reject."),
+    ] = None,
     run: Annotated[
         str | None, typer.Option("--run", help="Filter run to sample (default: the latest).")
     ] = None,
@@ -44,15 +56,17 @@ def spotcheck(
     """
     from oresearch_cli.stages.spotcheck import (
         Session,
-        SpotcheckOptions,
         export_verdict_sheet,
         gate,
         import_verdicts,
         open_sample,
+        spotcheck_options,
     )
     from oresearch_cli.workspace import Workspace
 
-    options = SpotcheckOptions(n=n, seed=seed, max_reject=max_reject, filtered_run=run, reviewer=reviewer)
+    options = spotcheck_options(
+        {"n": n, "seed": seed, "max_reject": max_reject}, config, filtered_run=run, reviewer=reviewer
+    )
     workspace = Workspace.open(ws, create=False)
     sample = open_sample(workspace, options)
     err.print(
@@ -86,9 +100,9 @@ def spotcheck(
             err.print(
                 "no terminal: not reviewing here; use --export SHEET and --import SHEET", highlight=False
             )
-            result = gate(workspace, sample, max_reject)
+            result = gate(workspace, sample, options.max_reject)
     else:
-        result = gate(workspace, sample, max_reject)
+        result = gate(workspace, sample, options.max_reject)
     assert result is not None
     _print_gate(result, as_json)
     if result.status == "held":

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from oresearch_cli.errors import InputError
+from oresearch_cli.config import load_recipe, resolve
+from oresearch_cli.errors import ConfigError, InputError
 from oresearch_cli.records import (
     ID_FIELDS,
     LANGUAGE_FIELDS,
@@ -54,6 +55,38 @@ DROP_EMPTY = "empty"
 DROP_EXACT = "exact-duplicate"
 DROP_NEAR = "near-duplicate"
 DROP_ID = "duplicate-id"
+
+
+@dataclass(frozen=True)
+class SeedSettings:
+    """What a recipe's `seed:` section (or ORES_SEED_<KEY>) may set."""
+
+    near_dup_threshold: float = 0.85
+    dedup_near: bool = True
+    sample: int | None = None
+    sample_seed: int = 0
+    limit: int | None = None
+
+
+def seed_options(
+    flags: dict[str, Any],
+    config: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    **rest: Any,
+) -> SeedOptions:
+    """SeedOptions from flags (None: unset) over the recipe's `seed:` section over
+    ORES_SEED_<KEY> over the defaults; `rest`: field, id_field, fmt."""
+    recipe = load_recipe(config)
+    settings = resolve(SeedSettings, recipe, "seed", flags, environ)
+    if (
+        not 0.0 <= settings.near_dup_threshold <= 1.0
+        or (settings.sample or 1) < 1
+        or (settings.limit or 1) < 1
+    ):
+        raise ConfigError(
+            f"{recipe.where}: seed needs 0 <= near_dup_threshold <= 1 and sample, limit >= 1; fix the value"
+        )
+    return SeedOptions(**rest, **asdict(settings))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from oresearch_cli.errors import InputError
+from oresearch_cli.config import load_recipe, resolve
+from oresearch_cli.errors import ConfigError, InputError
 from oresearch_cli.review.gate import Gate, evaluate_gate
 from oresearch_cli.review.sample import band, draw_sample
 from oresearch_cli.review.sheet import export_sheet, import_sheet
@@ -58,6 +59,15 @@ STAGE = SPOTCHECK.name
 KIND = SPOTCHECK.kind
 
 
+@dataclass(frozen=True)
+class SpotcheckSettings:
+    """What a recipe's `spotcheck:` section (or ORES_SPOTCHECK_<KEY>) may set."""
+
+    n: int = 50
+    seed: int = 0
+    max_reject: float = 0.10
+
+
 @dataclass
 class SpotcheckOptions:
     n: int = 50
@@ -65,6 +75,24 @@ class SpotcheckOptions:
     max_reject: float = 0.10
     filtered_run: str | None = None  # default: the latest `filtered` artifact
     reviewer: str | None = None
+
+
+def spotcheck_options(
+    flags: dict[str, Any],
+    config: str | Path | None = None,
+    environ: dict[str, str] | None = None,
+    **rest: Any,
+) -> SpotcheckOptions:
+    """SpotcheckOptions from flags (None: unset) over the recipe's `spotcheck:` section over
+    ORES_SPOTCHECK_<KEY> over the defaults; `rest`: filtered_run, reviewer."""
+    recipe = load_recipe(config)
+    settings = resolve(SpotcheckSettings, recipe, "spotcheck", flags, environ)
+    if settings.n < 1 or not 0.0 <= settings.max_reject <= 1.0:
+        raise ConfigError(
+            f"{recipe.where}: spotcheck needs n >= 1 and 0 <= max_reject <= 1, got n={settings.n}, "
+            f"max_reject={settings.max_reject}; fix the value"
+        )
+    return SpotcheckOptions(settings.n, settings.seed, settings.max_reject, **rest)
 
 
 @dataclass
