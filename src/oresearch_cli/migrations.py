@@ -67,28 +67,48 @@ def sqlite_version(db: sqlite3.Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
-def migrate_sqlite(db: sqlite3.Connection, steps: Sequence[Migration], *, where: object) -> int:
-    """Bring a SQLite database up to the newest step; returns its version.
-
-    A version-0 file that already holds tables was made before versions were recorded: every
-    owner's first step is written with `IF NOT EXISTS`, so it adopts such a file as is.
-    """
-    todo = pending(steps, sqlite_version(db), where)
-    for step in todo:
-        # BEGIN IMMEDIATE takes the write lock first: two processes opening the same old file
-        # migrate it one after the other, and the second sees the first one's version.
-        db.execute("BEGIN IMMEDIATE")
+def migrate(
+    db: Any,
+    steps: Sequence[Migration],
+    *,
+    where: object,
+    read_version: Callable[[Any], int],
+    write_version: Callable[[Any, int], object],
+    begin: str = "BEGIN",
+) -> int:
+    """Run every step above the stored version, in order, each in one transaction (`begin`)
+    with its version bump; returns the version reached. The version is read again inside each
+    transaction, so two processes migrating one file do not run a step twice."""
+    for step in pending(steps, read_version(db), where):
+        db.execute(begin)
         try:
-            if sqlite_version(db) >= step.version:
+            if read_version(db) >= step.version:
                 db.execute("ROLLBACK")
                 continue
             step.apply(db)
-            db.execute(f"PRAGMA user_version = {int(step.version)}")
+            write_version(db, step.version)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-    return sqlite_version(db)
+    return read_version(db)
+
+
+def migrate_sqlite(db: sqlite3.Connection, steps: Sequence[Migration], *, where: object) -> int:
+    """Bring a SQLite database (version in PRAGMA user_version) up to the newest step.
+
+    A version-0 file that already holds tables was made before versions were recorded: every
+    owner's first step is written with `IF NOT EXISTS`, so it adopts such a file as is. BEGIN
+    IMMEDIATE takes the write lock first, so a second process waits and then sees the new version.
+    """
+    return migrate(
+        db,
+        steps,
+        where=where,
+        read_version=sqlite_version,
+        write_version=lambda con, version: con.execute(f"PRAGMA user_version = {int(version)}"),
+        begin="BEGIN IMMEDIATE",
+    )
 
 
 def run_script(sql: str) -> Callable[[Any], None]:

@@ -15,7 +15,7 @@ import duckdb
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from oresearch_cli.errors import WorkspaceError
-from oresearch_cli.migrations import Migration, latest_version, pending, run_script, too_new
+from oresearch_cli.migrations import Migration, latest_version, migrate, run_script, too_new
 
 LOCK_TIMEOUT_S = 60.0
 
@@ -133,23 +133,20 @@ def _stored_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row is not None else 0
 
 
+def _store_version(con: duckdb.DuckDBPyConnection, version: int) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
+
+
 def ensure_schema(path: Path) -> int:
     """Create the catalog if needed and migrate it to `SCHEMA_VERSION`; returns that version.
 
-    Each step runs in one transaction with its version bump. DuckDB lets one process write the
-    file at a time, so two processes opening an old catalog migrate it one after the other."""
+    DuckDB lets one process write the file at a time, so two processes opening an old catalog
+    migrate it one after the other."""
     with connect(path) as con:
         con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        for step in pending(MIGRATIONS, _stored_version(con), path):
-            con.execute("BEGIN")
-            try:
-                step.apply(con)
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(step.version)])
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return _stored_version(con)
+        return migrate(
+            con, MIGRATIONS, where=path, read_version=_stored_version, write_version=_store_version
+        )
 
 
 def check_schema_readonly(path: Path) -> int:
