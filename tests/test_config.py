@@ -156,8 +156,14 @@ def test_seed_and_spotcheck_read_their_sections_too(tmp_path: Path, run_ores) ->
     assert (options.limit, options.near_dup_threshold, options.sample_seed, options.field) == (2, 0.9, 7, "q")
     check = spotcheck_options({"n": None, "seed": 3}, path, environ={"ORES_SPOTCHECK_MAX_REJECT": "0.5"})
     assert (check.n, check.seed, check.max_reject) == (20, 3, 0.2)  # the recipe beats the environment
-    with pytest.raises(ConfigError, match="0 <= max_reject <= 1"):
+    with pytest.raises(
+        ConfigError, match=r"flags: spotcheck.max_reject must be between 0.0 and 1.0, got 1.5"
+    ):
         spotcheck_options({"max_reject": 1.5}, None, environ={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: {limit: 0}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.yaml: seed.limit must be at least 1, got 0; fix the value"):
+        seed_options({}, bad, environ={})
     # Through the CLI: the recipe's limit keeps two of three questions; a flag still wins.
     (tmp_path / "q.jsonl").write_text(
         "".join(

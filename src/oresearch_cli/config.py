@@ -223,13 +223,31 @@ def _check_value(cls: type, key: str, value: Any, where: str, shown: str, from_t
         ) from None
 
 
+def bounded(default: Any, *, low: float | None = None, high: float | None = None) -> Any:
+    """A settings field whose value (when set) must lie in [low, high]: `n: int = bounded(50, low=1)`."""
+    return dataclasses.field(default=default, metadata={"low": low, "high": high})
+
+
+def _check_bounds(f: dataclasses.Field[Any], value: Any, where: str, shown: str) -> None:
+    low, high = f.metadata.get("low"), f.metadata.get("high")
+    if value is None or (low is None and high is None):
+        return
+    if (low is not None and value < low) or (high is not None and value > high):
+        wanted = (
+            f"between {low} and {high}" if low is not None and high is not None
+            else f"at least {low}" if low is not None else f"at most {high}"
+        )  # fmt: skip
+        raise ConfigError(f"{where}: {shown} must be {wanted}, got {value!r}; fix the value")
+
+
 def apply(base: T, data: Mapping[str, Any], where: str, prefix: str = "", from_text: bool = False) -> T:
     """`base` (a dataclass instance) with `data`'s settings applied and checked; a nested dataclass
     or mapping field merges key by key. `prefix` names the section in messages (`synth.`)."""
     if not dataclasses.is_dataclass(base) or isinstance(base, type):
         raise TypeError("apply() needs a dataclass instance")
     cls = type(base)
-    names = {f.name for f in dataclasses.fields(base) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(base) if f.init}
+    names = set(fields)
     updates: dict[str, Any] = {}
     for key, value in data.items():
         key = str(key)
@@ -247,6 +265,7 @@ def apply(base: T, data: Mapping[str, Any], where: str, prefix: str = "", from_t
             updates[key] = apply(current, value, where, f"{prefix}{key}.", from_text)
             continue
         checked = _check_value(cls, key, value, where, f"{prefix}{key}", from_text)
+        _check_bounds(fields[key], checked, where, f"{prefix}{key}")
         if isinstance(current, Mapping) and isinstance(checked, Mapping):
             checked = {**current, **checked}
         updates[key] = checked

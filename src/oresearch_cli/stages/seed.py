@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from oresearch_cli.config import load_recipe, resolve
-from oresearch_cli.errors import ConfigError, InputError
+from oresearch_cli.config import bounded, load_recipe, resolve
+from oresearch_cli.errors import InputError
 from oresearch_cli.records import (
     ID_FIELDS,
     LANGUAGE_FIELDS,
@@ -61,11 +61,20 @@ DROP_ID = "duplicate-id"
 class SeedSettings:
     """What a recipe's `seed:` section (or ORES_SEED_<KEY>) may set."""
 
-    near_dup_threshold: float = 0.85
+    near_dup_threshold: float = bounded(0.85, low=0.0, high=1.0)
     dedup_near: bool = True
-    sample: int | None = None
+    sample: int | None = bounded(None, low=1)
     sample_seed: int = 0
-    limit: int | None = None
+    limit: int | None = bounded(None, low=1)
+
+
+@dataclass(frozen=True)
+class SeedOptions(SeedSettings):
+    """The settings plus how to read the input."""
+
+    field: str | None = None
+    id_field: str | None = None
+    fmt: str | None = None
 
 
 def seed_options(
@@ -76,29 +85,8 @@ def seed_options(
 ) -> SeedOptions:
     """SeedOptions from flags (None: unset) over the recipe's `seed:` section over
     ORES_SEED_<KEY> over the defaults; `rest`: field, id_field, fmt."""
-    recipe = load_recipe(config)
-    settings = resolve(SeedSettings, recipe, "seed", flags, environ)
-    if (
-        not 0.0 <= settings.near_dup_threshold <= 1.0
-        or (settings.sample or 1) < 1
-        or (settings.limit or 1) < 1
-    ):
-        raise ConfigError(
-            f"{recipe.where}: seed needs 0 <= near_dup_threshold <= 1 and sample, limit >= 1; fix the value"
-        )
+    settings = resolve(SeedSettings, load_recipe(config), "seed", flags, environ)
     return SeedOptions(**rest, **asdict(settings))
-
-
-@dataclass(frozen=True)
-class SeedOptions:
-    field: str | None = None
-    id_field: str | None = None
-    fmt: str | None = None
-    near_dup_threshold: float = 0.85
-    dedup_near: bool = True
-    sample: int | None = None
-    sample_seed: int = 0
-    limit: int | None = None
 
 
 @dataclass(frozen=True)

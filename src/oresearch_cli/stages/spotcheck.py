@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import getpass
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
-from oresearch_cli.config import load_recipe, resolve
-from oresearch_cli.errors import ConfigError, InputError
+from oresearch_cli.config import bounded, load_recipe, resolve
+from oresearch_cli.errors import InputError
 from oresearch_cli.review.gate import Gate, evaluate_gate
 from oresearch_cli.review.sample import band, draw_sample
 from oresearch_cli.review.sheet import export_sheet, import_sheet
@@ -63,16 +63,15 @@ KIND = SPOTCHECK.kind
 class SpotcheckSettings:
     """What a recipe's `spotcheck:` section (or ORES_SPOTCHECK_<KEY>) may set."""
 
-    n: int = 50
+    n: int = bounded(50, low=1)
     seed: int = 0
-    max_reject: float = 0.10
+    max_reject: float = bounded(0.10, low=0.0, high=1.0)
 
 
-@dataclass
-class SpotcheckOptions:
-    n: int = 50
-    seed: int = 0
-    max_reject: float = 0.10
+@dataclass(frozen=True)
+class SpotcheckOptions(SpotcheckSettings):
+    """The settings plus which filter run to sample and who reviews."""
+
     filtered_run: str | None = None  # default: the latest `filtered` artifact
     reviewer: str | None = None
 
@@ -85,14 +84,8 @@ def spotcheck_options(
 ) -> SpotcheckOptions:
     """SpotcheckOptions from flags (None: unset) over the recipe's `spotcheck:` section over
     ORES_SPOTCHECK_<KEY> over the defaults; `rest`: filtered_run, reviewer."""
-    recipe = load_recipe(config)
-    settings = resolve(SpotcheckSettings, recipe, "spotcheck", flags, environ)
-    if settings.n < 1 or not 0.0 <= settings.max_reject <= 1.0:
-        raise ConfigError(
-            f"{recipe.where}: spotcheck needs n >= 1 and 0 <= max_reject <= 1, got n={settings.n}, "
-            f"max_reject={settings.max_reject}; fix the value"
-        )
-    return SpotcheckOptions(settings.n, settings.seed, settings.max_reject, **rest)
+    settings = resolve(SpotcheckSettings, load_recipe(config), "spotcheck", flags, environ)
+    return SpotcheckOptions(**rest, **asdict(settings))
 
 
 @dataclass
