@@ -15,14 +15,13 @@ class ConsoleProgress:
         self.label = ""
         self.total = 0
         self.done = 0  # items finished in the current phase (what a Ctrl-C message reports kept)
-        self.note = ""
         self._bar: Any = None
         self._task: Any = None
         self._started = time.perf_counter()
 
     def start(self, label: str, total: int, note: str = "") -> None:
         self.stop()
-        self.label, self.total, self.done, self.note = label, total, 0, note
+        self.label, self.total, self.done = label, total, 0
         self._started = time.perf_counter()
         if self.lines:
             if note:

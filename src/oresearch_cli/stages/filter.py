@@ -362,7 +362,6 @@ async def run_filter(
         rows = verdict_rows(inputs, outcomes, duplicate_of, judged, cfg, judge_model)
         for row in rows:
             run.append(row)
-    progress.stop()
 
     funnel = build_funnel(
         [o.fails for o in outcomes],

@@ -14,7 +14,8 @@ class Progress(Protocol):
         """`n` items finished; `item` says which and how, `stats` the phase's totals so far."""
 
     def stop(self) -> None:
-        """The phase ended (or failed): release the terminal."""
+        """The work ended (or failed): release the terminal. The run context calls it when the
+        run ends; it must be safe to call more than once."""
 
 
 class NoProgress:

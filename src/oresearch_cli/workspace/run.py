@@ -258,9 +258,8 @@ class RunContext:
             con.execute("COMMIT")
         # The Parquet now holds everything the JSONL did.
         self.jsonl_path.unlink(missing_ok=True)
-        self.closed = True
         self.artifact = artifact
-        self._register_logs()
+        self._end()
         return artifact
 
     def abort(self, status: RunStatus, error: str | None) -> None:
@@ -272,7 +271,12 @@ class RunContext:
                 "UPDATE runs SET status = ?, error = ?, finished_at = ?, n_items = ? WHERE run_id = ?",
                 [str(status), error, datetime.now(), self.n_appended, self.run_id],
             )
+        self._end()
+
+    def _end(self) -> None:
+        """What every ending shares: the run's progress stops, its logs are registered."""
         self.closed = True
+        self.progress.stop()
         self._register_logs()
 
     def _register_logs(self) -> None:
