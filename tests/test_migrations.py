@@ -57,6 +57,9 @@ def test_a_workspace_of_schema_1_opens_and_keeps_its_runs(old_ws: Path) -> None:
     # Migration 2 listed the call log of the old synth run, so it is known as the run's log.
     _, logs = ws.sql("select kind, path from run_logs where run_id = '" + runs["synth"].run_id + "'")
     assert logs == [("llm_calls", f"artifacts/synth/{runs['synth'].run_id}/llm_calls.jsonl")]
+    # The rules-only filter run had no call log: nothing is listed to be looked for at every start.
+    _, none = ws.sql("select count(*) from run_logs where run_id = '" + runs["filter"].run_id + "'")
+    assert none == [(0,)]
     status = ws.status()
     assert {k.kind: k.n_rows for k in status.kinds}["seeds"] == 3
 

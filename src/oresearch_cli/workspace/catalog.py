@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS items (
 # Version 2: the logs a run writes beside its items (LLM call logs today; rollouts and scores
 # next) are listed when opened, so that the next run can register the log of a run killed
 # before it could, whatever the kind. Runs of version 1 kept their call log as
-# `llm_calls.jsonl` in their folder: they are listed here once.
+# `llm_calls.jsonl` in their folder: every synth run, and a filter run only when it judged
+# (a rules-only filter had no log, and a listed log that never existed would be looked for at
+# every later start).
 _V2 = """
 CREATE TABLE IF NOT EXISTS run_logs (
     run_id VARCHAR NOT NULL,
@@ -69,7 +71,9 @@ CREATE TABLE IF NOT EXISTS run_logs (
 );
 INSERT INTO run_logs
     SELECT run_id, 'llm_calls', 'artifacts/' || stage || '/' || run_id || '/llm_calls.jsonl'
-    FROM runs WHERE stage IN ('synth', 'filter')
+    FROM runs
+    WHERE stage = 'synth'
+       OR (stage = 'filter' AND json_extract_string(config_json, '$.judge_model') IS NOT NULL)
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
