@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import Annotated, ClassVar, Protocol
 
 import pyarrow as pa
 
@@ -57,11 +57,6 @@ class CallRecord(ArtifactRecord):
 
     def to_json(self) -> str:
         return json.dumps(self.to_row(), ensure_ascii=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 class Recorder(Protocol):
@@ -119,7 +114,7 @@ def totals_by_trace(records: Iterable[CallRecord]) -> dict[str | None, Totals]:
 def read_call_log(path: Path) -> Iterator[CallRecord]:
     """Records of a call log; a line torn by a killed writer is skipped."""
     for data in iter_jsonl_tolerant(path, key="call_id"):
-        yield CallRecord.from_dict(data)
+        yield CallRecord.from_row(data)
 
 
 class CallLog:
