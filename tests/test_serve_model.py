@@ -21,7 +21,7 @@ from oresearch_cli.server.model_server import (
     LaunchPlan,
     ModelServer,
     ServeOptions,
-    build_transformers_command,
+    build_cpu_command,
     build_vllm_command,
     check_port,
     choose_backend,
@@ -100,29 +100,6 @@ def test_gpu_probe_imports_torch_only_for_a_gpu_build():
         assert (gpu, imported) == ("False", "False")
 
 
-def test_the_launcher_bounds_uvicorns_graceful_shutdown(tmp_path):
-    pytest.importorskip("uvicorn")
-    code = (
-        "import uvicorn; from oresearch_cli.server.graceful import bound_uvicorn_shutdown; "
-        "bound_uvicorn_shutdown(2.5); bound_uvicorn_shutdown(9); "
-        "print(uvicorn.Config(None).timeout_graceful_shutdown, "
-        "uvicorn.Config(None, timeout_graceful_shutdown=7).timeout_graceful_shutdown)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["2.5", "7"]  # the first bound holds; an explicit value wins
-    # the script's exit code comes through; a missing script is one clear line, exit 127
-    script = tmp_path / "server.py"
-    script.write_text("import sys; print(sys.argv[1:]); sys.exit(3)")
-    launcher = model_server.graceful_launcher()
-    done = subprocess.run([*launcher, str(script), "a", "b"], capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout.strip()) == (3, "['a', 'b']"), done.stderr
-    done = subprocess.run(
-        [*launcher, str(script.parent / "nope")], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 127 and "cannot run" in done.stderr
-
-
 # -- command lines -------------------------------------------------------------------------------
 
 
@@ -161,63 +138,38 @@ def test_plan_vllm_names_the_model_and_url(tmp_path):
     assert plan.backend == "vllm" and plan.model_name == "ores-agent"
     assert plan.base_url == "http://127.0.0.1:8123/v1"
     assert plan.argv[plan.argv.index("--served-model-name") + 1] == "ores-agent"
-    assert plan.cwd is None and plan.alias_link is None
     # default name: the checkpoint directory's name; 0.0.0.0 is reached through 127.0.0.1
     default = plan_serve(ckpt, "vllm", ServeOptions(host="0.0.0.0"))
     assert default.model_name == "my-ckpt" and default.base_url == "http://127.0.0.1:8000/v1"
 
 
-def test_plan_transformers_serves_under_the_directory_name(tmp_path):
+def test_plan_transformers_runs_our_cpu_server(tmp_path):
     ckpt = _checkpoint(tmp_path)
     plan = plan_serve(ckpt, "transformers", ServeOptions(port=8124), has_gpu=lambda: False)
-    # `transformers serve`, run under the launcher that bounds its graceful shutdown
-    launcher = model_server.graceful_launcher()
-    assert plan.argv[: len(launcher)] == launcher and launcher[1:3] == ["-m", "oresearch_cli.server.graceful"]
-    assert Path(plan.argv[len(launcher)]).name == "transformers"
-    assert plan.argv[len(launcher) + 1 : len(launcher) + 3] == ["serve", "my-ckpt"]
-    assert plan.argv[plan.argv.index("--device") + 1] == "cpu"
-    assert plan.cwd == ckpt.parent  # where "my-ckpt" is a relative path to the checkpoint
+    assert plan.argv[:4] == [sys.executable, "-m", "oresearch_cli.server.cpu_server", str(ckpt)]
+    assert (_flag(plan.argv, "--served-model-name"), _flag(plan.argv, "--port")) == ("my-ckpt", "8124")
+    assert _flag(plan.argv, "--device") == "cpu"
     assert plan.env.get("HF_HUB_OFFLINE", "1") == "1"
-    line = plan.shell_command()
-    assert line.startswith(f"cd {ckpt.parent} && ") and "serve my-ckpt --device cpu" in line
-    assert _flag(build_transformers_command("x", ServeOptions(), device="cuda"), "--device") == "cuda"
-    assert "--continuous-batching" in plan.argv
-    off = build_transformers_command("x", ServeOptions(continuous_batching=False))
-    assert "--no-continuous-batching" in off and "--continuous-batching" not in off
+    assert "oresearch_cli.server.cpu_server" in plan.shell_command()
+    assert _flag(build_cpu_command(ckpt, "x", ServeOptions(), device="cuda"), "--device") == "cuda"
+    named = plan_serve(ckpt, "transformers", ServeOptions(served_model_name="smol"), has_gpu=lambda: False)
+    assert named.model_name == "smol" and _flag(named.argv, "--served-model-name") == "smol"
 
 
 def _flag(argv: list[str], name: str) -> str | None:
     return argv[argv.index(name) + 1] if name in argv else None
 
 
-def test_cpu_batching_gets_a_fixed_cache_not_the_machines_memory():
-    # Left alone, transformers sizes the paged cache from free system memory (9-14 GB seen).
-    cpu = build_transformers_command("x", ServeOptions())
-    assert (_flag(cpu, "--cb-num-blocks"), _flag(cpu, "--cb-max-batch-tokens")) == ("128", "2048")
-    sized = build_transformers_command("x", ServeOptions(max_model_len=8000))
-    assert _flag(sized, "--cb-num-blocks") == "32"  # 8000 tokens in pages of 256, rounded up
-    own = build_transformers_command(
-        "x", ServeOptions(extra_args=("--cb-num-blocks=500", "--cb-max-batch-tokens", "64"))
-    )
-    assert own.count("--cb-max-batch-tokens") == 1 and own[-3:] == [
-        "--cb-num-blocks=500",
-        "--cb-max-batch-tokens",
-        "64",
-    ]
-    by_share = build_transformers_command("x", ServeOptions(extra_args=("--cb-max-memory-percent", "0.2")))
-    assert "--cb-num-blocks" not in by_share
-    gpu = build_transformers_command("x", ServeOptions(), device="cuda")
-    assert "--cb-num-blocks" not in gpu and "--cb-max-batch-tokens" not in gpu
-    off = build_transformers_command("x", ServeOptions(continuous_batching=False))
-    assert "--cb-num-blocks" not in off
-
-
-def test_plan_transformers_custom_name_goes_through_a_symlink(tmp_path):
+def test_cpu_server_gets_a_fixed_cache_and_batch(tmp_path):
     ckpt = _checkpoint(tmp_path)
-    plan = plan_serve(ckpt, "transformers", ServeOptions(served_model_name="smol"), has_gpu=lambda: False)
-    assert plan.model_name == "smol" and plan.argv[plan.argv.index("serve") + 1] == "smol"
-    assert plan.alias_link == plan.cwd / "smol"
-    assert "ln -sfn" in plan.shell_command()
+    cpu = build_cpu_command(ckpt, "x", ServeOptions())
+    assert (_flag(cpu, "--cache-tokens"), _flag(cpu, "--max-batch")) == ("32768", "8")
+    sized = build_cpu_command(ckpt, "x", ServeOptions(max_model_len=8000))
+    assert _flag(sized, "--cache-tokens") == "8000"
+    off = build_cpu_command(ckpt, "x", ServeOptions(continuous_batching=False))
+    assert _flag(off, "--max-batch") == "1"
+    own = build_cpu_command(ckpt, "x", ServeOptions(dtype="bfloat16", extra_args=("--shutdown-timeout", "5")))
+    assert _flag(own, "--dtype") == "bfloat16" and own[-2:] == ["--shutdown-timeout", "5"]
 
 
 @pytest.mark.parametrize("name", ["/abs", "../up", "a/../b", "x:w.gguf", " "])
@@ -332,7 +284,7 @@ def test_cli_dry_run_prints_command_and_client_settings(tmp_path):
         "--backend", "transformers", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "transformers serve my-ckpt --device" in done.stdout and "--port 8555" in done.stdout
+    assert "oresearch_cli.server.cpu_server" in done.stdout and "--port 8555" in done.stdout
     assert "OPENAI_BASE_URL=http://127.0.0.1:8555/v1" in done.stderr
     assert "ORES_LLM_MODEL=my-ckpt" in done.stderr
 
@@ -383,7 +335,7 @@ def test_stop_ends_the_whole_process_group(tmp_path):
 
 
 def test_cli_server_dying_at_start_exits_2(tmp_path):
-    # config.json without a model type: transformers serve fails while preloading it.
+    # config.json without a model type: the CPU server fails while loading it.
     ckpt = _checkpoint(tmp_path, "broken")
     done = ores(
         "serve", "--ws", str(tmp_path / "ws"), "--model", str(ckpt), "--port", str(free_port()),
@@ -461,8 +413,8 @@ def test_embedded_model_end_to_end(tmp_path_factory):
     assert not pid_alive(server.child_pid)
 
 
-# Before the bounded shutdown, `transformers serve` waited for every open connection on SIGTERM, so
-# `ores serve` always sat out its 10 s grace and then SIGKILLed it: it could not exit sooner than that.
+# The server gives requests in flight SHUTDOWN_TIMEOUT (2 s) and then cancels them: `ores serve`
+# must not sit out its 7 s grace and SIGKILL it.
 STOPPED_WITHIN_S = 9.0
 
 
@@ -472,10 +424,10 @@ def test_serve_stops_promptly_while_generating(tmp_path_factory, sig):
 
     ws = embedded_ws(tmp_path_factory)
     server = ServeProcess(ws, free_port(), "--model", str(tiny_model(ws)))
-    # Greedy decoding of the tiny random model never emits EOS in 4000 tokens (minutes on a CPU):
+    # Greedy decoding of the tiny random model never emits EOS in 8000 tokens (a minute on a CPU):
     # the request is surely still generating when the signal lands.
     body = {"model": server.model_name, "messages": [{"role": "user", "content": "Write a long essay."}],
-            "max_tokens": 4000, "temperature": 0, "stream": True}  # fmt: skip
+            "max_tokens": 8000, "temperature": 0, "stream": True}  # fmt: skip
     chunks: list[str] = []
     generating, stream_ended = threading.Event(), threading.Event()
 
@@ -513,7 +465,8 @@ def test_serve_stops_promptly_while_generating(tmp_path_factory, sig):
     assert "stopping" in stderr and "killed it" not in stderr, stderr  # the server ended by itself
     assert elapsed < STOPPED_WITHIN_S, f"{elapsed:.1f} s to stop"
     assert stream_ended.wait(10)
-    assert not any('"finish_reason"' in c for c in chunks)  # the generation was cut, not finished
+    finished = [c for c in chunks if c.startswith("data: {") and json.loads(c[6:])["choices"][0]["finish_reason"]]
+    assert not finished  # the generation was cut, not finished
     deadline = time.monotonic() + 10
     while pid_alive(server.child_pid) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -158,7 +158,7 @@ def test_serve_without_tools_only_plans_a_model_server(tmp_path: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    assert "transformers serve" in result.output
+    assert "oresearch_cli.server.cpu_server" in result.output
 
 
 def test_ores_serve_tools_only_command(ws: Workspace) -> None:

@@ -104,7 +104,7 @@ def serve(
     ws: WsOption = default_ws(),
 ) -> None:
     """Serve over HTTP. By default a model, OpenAI-compatible (/v1/chat/completions with streaming,
-    /v1/models, /health): vLLM on a GPU, `transformers serve` on CPU; it prints the OPENAI_BASE_URL
+    /v1/models, /health): vLLM on a GPU, our transformers server on CPU (honours response_format); it prints the OPENAI_BASE_URL
     and model name to use and runs until Ctrl-C. With --tools-only: Search-R1's /retrieve and
     O-Researcher's /search and /crawl_page over the workspace corpus, so verl or Search-R1 can
     train against it."""

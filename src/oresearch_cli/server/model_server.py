@@ -1,20 +1,17 @@
 """`ores serve --model`: an OpenAI-compatible server for a local checkpoint, run as a child process.
 
-Two existing servers do the work; this module only picks one, builds its command line, starts it,
-waits until it answers and stops it (with its whole process group):
+This module picks a server, builds its command line, starts it, waits until it answers and stops
+it (with its whole process group):
 
 - vLLM (`vllm serve`) when the `vllm` package is importable and a CUDA GPU is present;
-- `transformers serve` (FastAPI + uvicorn, `transformers[serving]`) otherwise, on CPU; run under
-  `server/graceful.py`, which bounds uvicorn's graceful shutdown (SHUTDOWN_TIMEOUT), so a Ctrl-C
-  ends it within seconds even while it generates.
+- otherwise our own server over transformers (server/cpu_server.py: continuous batching with a
+  grammar per request, server/engine.py), which honours `response_format` (JSON schema and JSON
+  object) and `stop` as vLLM does. `transformers serve` could not: its batching takes one
+  generation config for all requests and no logits processor, and it ignores `stop`.
 
-Both expose `/v1/chat/completions` (streaming too), `/v1/models` and `/health`. The model is served
-under a stable name (the checkpoint directory's name unless `served_model_name` says otherwise):
-vLLM takes `--served-model-name`; transformers serve names the model by the path it was given, so
-it runs in a directory where that name is a relative path to the checkpoint.
-
-Known limit of the transformers backend: it ignores `response_format` (JSON schema / guided
-decoding); vLLM honours it.
+Both expose `/v1/chat/completions` and `/v1/completions` (streaming too), `/v1/models` and
+`/health`, under a stable model name (the checkpoint directory's name unless `served_model_name`
+says otherwise).
 
 Nothing here imports torch or vllm at module import; the probes import lazily (torch only when it is
 a GPU build).
@@ -24,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import importlib.util
 import os
 import re
@@ -34,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -85,10 +80,7 @@ class LaunchPlan:
     model_name: str
     host: str
     port: int
-    cwd: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
-    # transformers serve: the directory where `model_name` is a relative path to the checkpoint
-    alias_link: Path | None = None
 
     @property
     def base_url(self) -> str:
@@ -106,13 +98,6 @@ class LaunchPlan:
     def shell_command(self) -> str:
         """The command as one shell line (what `--dry-run` prints)."""
         parts = []
-        if self.alias_link is not None:
-            parts.append(
-                f"mkdir -p {shlex.quote(str(self.alias_link.parent))} && "
-                f"ln -sfn {shlex.quote(str(self.checkpoint))} {shlex.quote(str(self.alias_link))} &&"
-            )
-        if self.cwd is not None:
-            parts.append(f"cd {shlex.quote(str(self.cwd))} &&")
         parts += [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
         parts.append(shlex.join(self.argv))
         return " ".join(parts)
@@ -155,8 +140,9 @@ def gpu_available() -> bool:
         return False
 
 
-def transformers_serve_available() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "fastapi"))
+def cpu_server_available() -> bool:
+    """True when the CPU server's stack is installed (not imported here)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "xgrammar", "uvicorn"))
 
 
 def choose_backend(
@@ -253,42 +239,30 @@ def build_vllm_command(checkpoint: Path, model_name: str, options: ServeOptions)
     return argv + list(options.extra_args)
 
 
-# transformers' continuous batching sizes its paged KV cache, and the dense (batch x cache) attention
-# masks that go with it, from the device's free memory, which on a CPU is the machine's: SmolLM2
-# took 9 GB and a 3M-parameter test model 14 GB of a 24 GB machine, so a second server ran it out
-# of memory. On a CPU the cache gets a fixed capacity instead (`--max-model-len` sets it).
+# The CPU server's KV cache holds this many tokens, all requests together (`--max-model-len` sets
+# it): sized from the machine's memory it would take gigabytes a second server then lacks.
 CPU_CACHE_TOKENS = 32768
-CPU_MAX_BATCH_TOKENS = 2048  # tokens stepped at once; longer prompts are prefilled in chunks
-CB_PAGE_SIZE = 256  # transformers' default page (`--cb-block-size`)
+CPU_MAX_BATCH = 8  # requests decoded together; 1 without continuous batching
 
 
 # On SIGTERM/SIGINT a server gives requests in flight this long, then cancels them and exits.
-# `transformers serve` leaves uvicorn's graceful shutdown unbounded (it waits for every open
-# connection: a long generation held it for minutes), so it runs under server/graceful.py, which
-# bounds it. ModelServer.stop() waits a little longer than this before it kills the process group.
+# ModelServer.stop() waits a little longer than this before it kills the process group.
 SHUTDOWN_TIMEOUT = 2.0
 STOP_MARGIN = 5.0  # seconds beyond SHUTDOWN_TIMEOUT for the app's shutdown and the interpreter's exit
 VLLM_STOP_GRACE = 10.0
 
 
-def graceful_launcher(timeout: float = SHUTDOWN_TIMEOUT) -> list[str]:
-    """The argv prefix that runs a uvicorn server script with a bounded graceful shutdown."""
-    return [sys.executable, "-m", "oresearch_cli.server.graceful", "--shutdown-timeout", f"{timeout:g}"]
-
-
-def build_transformers_command(model_ref: str, options: ServeOptions, *, device: str = "cpu") -> list[str]:
-    argv = [*graceful_launcher(), _script("transformers"), "serve", model_ref, "--device", device]
-    argv += ["--host", options.host, "--port", str(options.port)]
+def build_cpu_command(
+    checkpoint: Path, model_name: str, options: ServeOptions, *, device: str = "cpu"
+) -> list[str]:
+    """The command of our OpenAI server over transformers (server/cpu_server.py)."""
+    argv = [sys.executable, "-m", "oresearch_cli.server.cpu_server", str(checkpoint)]
+    argv += ["--served-model-name", model_name, "--host", options.host, "--port", str(options.port)]
+    argv += ["--device", device, "--shutdown-timeout", f"{SHUTDOWN_TIMEOUT:g}"]
     if options.dtype is not None:
         argv += ["--dtype", options.dtype]
-    argv.append("--continuous-batching" if options.continuous_batching else "--no-continuous-batching")
-    if options.continuous_batching and device == "cpu":
-        given = {arg.split("=", 1)[0] for arg in options.extra_args}  # the user's own --cb-* win
-        if "--cb-num-blocks" not in given and "--cb-max-memory-percent" not in given:
-            tokens = options.max_model_len or CPU_CACHE_TOKENS
-            argv += ["--cb-num-blocks", str(-(-tokens // CB_PAGE_SIZE))]
-        if "--cb-max-batch-tokens" not in given:
-            argv += ["--cb-max-batch-tokens", str(CPU_MAX_BATCH_TOKENS)]
+    argv += ["--max-batch", str(CPU_MAX_BATCH if options.continuous_batching else 1)]
+    argv += ["--cache-tokens", str(options.max_model_len or CPU_CACHE_TOKENS)]
     return argv + list(options.extra_args)
 
 
@@ -299,12 +273,6 @@ def _check_model_name(name: str) -> str:
     if name.rpartition(":")[2].endswith(".gguf"):
         raise OresError(f"served model name {name!r} must not end in ':<file>.gguf'; pick a plain name")
     return name
-
-
-def _alias_root(checkpoint: Path) -> Path:
-    digest = hashlib.sha256(str(checkpoint).encode()).hexdigest()[:12]
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return Path(tempfile.gettempdir()) / f"ores-serve-{uid}" / digest
 
 
 def plan_serve(
@@ -331,25 +299,15 @@ def plan_serve(
         )
     if backend != "transformers":
         raise OresError(f"unknown backend {backend!r}; use vllm or transformers")
-    # transformers serve names the model by the string it was given: run it where `name` is a
-    # relative path to the checkpoint (its parent directory, or a symlink for a custom name).
-    alias_link = None
-    if name == checkpoint.name:
-        cwd = checkpoint.parent
-    else:
-        cwd = _alias_root(checkpoint)
-        alias_link = cwd / name
     device = "cuda" if has_gpu() else "cpu"
     return LaunchPlan(
         backend="transformers",
-        argv=build_transformers_command(name, options, device=device),
+        argv=build_cpu_command(checkpoint, name, options, device=device),
         checkpoint=checkpoint,
         model_name=name,
         host=options.host,
         port=options.port,
-        cwd=cwd,
         env=env,
-        alias_link=alias_link,
     )
 
 
@@ -402,19 +360,13 @@ class ModelServer:
 
     def start(self) -> None:
         plan = self.plan
-        if plan.backend == "transformers" and not transformers_serve_available():
-            raise OresError(f"serving on CPU needs torch and transformers[serving]; {INSTALL_LOCAL_HINT}")
-        if plan.alias_link is not None:
-            plan.alias_link.parent.mkdir(parents=True, exist_ok=True)
-            if plan.alias_link.is_symlink() or plan.alias_link.exists():
-                plan.alias_link.unlink()
-            plan.alias_link.symlink_to(plan.checkpoint, target_is_directory=True)
+        if plan.backend == "transformers" and not cpu_server_available():
+            raise OresError(f"serving on CPU needs torch, transformers and xgrammar; {INSTALL_LOCAL_HINT}")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(self.log_path, "wb") as log:
                 self.process = subprocess.Popen(
                     plan.argv,
-                    cwd=plan.cwd,
                     env={**os.environ, **plan.env},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -493,9 +445,6 @@ class ModelServer:
         # Leftover members of the group (a worker the server spawned) go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        if self.plan.alias_link is not None:
-            with contextlib.suppress(OSError):
-                self.plan.alias_link.unlink()
         return process.poll()
 
     def __enter__(self) -> ModelServer:
