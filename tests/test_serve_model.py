@@ -465,7 +465,9 @@ def test_serve_stops_promptly_while_generating(tmp_path_factory, sig):
     assert "stopping" in stderr and "killed it" not in stderr, stderr  # the server ended by itself
     assert elapsed < STOPPED_WITHIN_S, f"{elapsed:.1f} s to stop"
     assert stream_ended.wait(10)
-    finished = [c for c in chunks if c.startswith("data: {") and json.loads(c[6:])["choices"][0]["finish_reason"]]
+    finished = [
+        c for c in chunks if c.startswith("data: {") and json.loads(c[6:])["choices"][0]["finish_reason"]
+    ]
     assert not finished  # the generation was cut, not finished
     deadline = time.monotonic() + 10
     while pid_alive(server.child_pid) and time.monotonic() < deadline:

@@ -142,7 +142,10 @@ def gpu_available() -> bool:
 
 def cpu_server_available() -> bool:
     """True when the CPU server's stack is installed (not imported here)."""
-    return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "xgrammar", "uvicorn"))
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("torch", "transformers", "xgrammar", "uvicorn")
+    )
 
 
 def choose_backend(
