@@ -98,7 +98,6 @@ class GenerationRequest:
 @dataclass
 class _Row:
     request: GenerationRequest
-    position: int  # position id of the next token fed
     last_token: int = -1
     tokens: list[int] = field(default_factory=list)
     sent: int = 0  # characters of the decoded text already emitted
@@ -144,6 +143,7 @@ class Engine:
             eos_ids.append(tokenizer.eos_token_id)
         self.eos_ids = frozenset(int(i) for i in eos_ids)
         self.max_batch = max(1, max_batch) if self._cache_is_mergeable() else 1
+        self.default_sampling = _default_sampling(model.generation_config)
         self.stats = EngineStats()
         self._pending: deque[GenerationRequest] = deque()
         self._wake = threading.Condition()
@@ -247,7 +247,7 @@ class Engine:
         torch = self.torch
         self.stats.requests += 1
         self.stats.prompt_tokens += len(request.prompt_ids)
-        row = _Row(request=request, position=len(request.prompt_ids))
+        row = _Row(request=request)
         if request.grammar is not None and self.grammars is not None:
             row.matcher = self.grammars.matcher(request.grammar)
         if request.params.seed is not None:
@@ -290,7 +290,10 @@ class Engine:
         self.stats.steps += 1
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
         ids = torch.tensor([[row.last_token] for row in rows], dtype=torch.long)
-        positions = torch.tensor([[row.position] for row in rows], dtype=torch.long)
+        # the token fed now is the last one chosen: its position follows the prompt and the rest
+        positions = torch.tensor(
+            [[len(row.request.prompt_ids) + len(row.tokens) - 1] for row in rows], dtype=torch.long
+        )
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
         out = self.model(
             input_ids=ids,
@@ -365,7 +368,6 @@ class Engine:
             return
         row.tokens.append(token)
         row.last_token = token
-        row.position += 1
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         if params.stop:
             hit = _first_stop(text, params.stop, max(0, row.sent - max(map(len, params.stop))))
@@ -407,3 +409,15 @@ class Engine:
 def _first_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:
     found = [i for i in (text.find(stop, start) for stop in stops if stop) if i >= 0]
     return min(found) if found else None
+
+
+def _default_sampling(config: Any) -> tuple[float, float]:
+    """(temperature, top_p) a request gets when it names none: the checkpoint's generation_config,
+    as vLLM applies it; greedy when that config does not sample."""
+    if config is None:
+        return 1.0, 1.0
+    if not getattr(config, "do_sample", False):
+        return 0.0, 1.0
+    temperature = getattr(config, "temperature", None)
+    top_p = getattr(config, "top_p", None)
+    return (1.0 if temperature is None else float(temperature)), (1.0 if top_p is None else float(top_p))

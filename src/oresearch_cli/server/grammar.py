@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+_LENGTH_BOUNDED_CHAR = '[^\\"\\\\\\r\\n]'  # as xgrammar's EBNF spells it
+_JSON_STRING_CHAR = '[^\\"\\\\\\x00-\\x1f]'
 
 
 class ResponseFormatError(ValueError):
@@ -52,8 +54,10 @@ class Grammars:
         kind = response_format.get("type")
         if kind == "text":
             return None
-        if kind == "json_object":
-            return self.compiler.compile_builtin_json_grammar()
+        if kind == "json_object":  # an object, as OpenAI means it (the builtin JSON grammar allows any value)
+            return self.compiler.compile_json_schema(
+                '{"type": "object"}', any_whitespace=False, strict_mode=False
+            )
         if kind != "json_schema":
             raise ResponseFormatError(
                 f"response_format type {kind!r} is not supported; use one of {', '.join(RESPONSE_FORMAT_TYPES)}"
@@ -63,13 +67,22 @@ class Grammars:
             raise ResponseFormatError(
                 "response_format json_schema needs `json_schema: {name, schema: {...}}` with the schema as an object"
             )
-        schema = json.dumps(spec["schema"], sort_keys=True)
+        # key order kept: properties are generated in the order the schema lists them
+        schema = json.dumps(spec["schema"])
         try:
-            # strict_mode=False: properties the schema does not forbid stay allowed, as vLLM does
-            return self.compiler.compile_json_schema(schema, any_whitespace=False, strict_mode=False)
+            return self._compile_schema(schema)
         except Exception as exc:  # xgrammar raises RuntimeError/ValueError subclasses with a message
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ResponseFormatError(f"response_format json_schema cannot be compiled: {first}") from None
+
+    def _compile_schema(self, schema: str) -> Any:
+        # strict_mode=False: properties the schema does not forbid stay allowed, as vLLM does
+        grammar = self._xgr.Grammar.from_json_schema(schema, any_whitespace=False, strict_mode=False)
+        # xgrammar 0.2.9 writes a string with min/maxLength as repetitions of [^"\\\r\n], which lets
+        # a tab or any other control character through unescaped: not JSON (`json.loads` refuses
+        # it). The same class without control characters keeps the length bounds.
+        text = str(grammar).replace(_LENGTH_BOUNDED_CHAR, _JSON_STRING_CHAR)
+        return self.compiler.compile_grammar(text)
 
     def matcher(self, grammar: Any) -> Any:
         return self._xgr.GrammarMatcher(grammar)

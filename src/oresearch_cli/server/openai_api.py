@@ -2,7 +2,8 @@
 `/health`. What `ores serve` runs on a CPU (server/cpu_server.py starts it).
 
 Requests are read the way OpenAI and vLLM read them: `max_tokens` (or `max_completion_tokens`),
-`temperature`, `top_p`, `seed`, `stop` (honoured: the text ends before the stop string),
+`temperature`, `top_p` (defaults from the checkpoint's generation_config, as vLLM takes them:
+greedy when it does not sample), `seed`, `stop` (honoured: the text ends before the stop string),
 `stream` with `stream_options.include_usage`, and `response_format` (`json_object`, or
 `json_schema` enforced token by token: server/grammar.py). A field the server cannot honour
 (`n` > 1, `logprobs`, `tools`, penalties) is refused with a 400 that names it, never ignored;
@@ -193,8 +194,9 @@ class OpenAIServer:
             raise BadRequest("max_tokens must be a positive integer", "max_tokens")
         else:
             max_tokens = min(asked, room)
-        temperature = _number(body, "temperature", 1.0, 0.0, 2.0)
-        top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+        default_temperature, default_top_p = self.engine.default_sampling
+        temperature = _number(body, "temperature", default_temperature, 0.0, 2.0)
+        top_p = _number(body, "top_p", default_top_p, 0.0, 1.0)
         if top_p == 0:
             raise BadRequest("top_p must be above 0", "top_p")
         seed = body.get("seed")
@@ -219,7 +221,8 @@ class OpenAIServer:
     # -- routes ----------------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        # requests generating or waiting: lets a client (and the tests) see cancellations land
+        return JSONResponse({"status": "ok", "in_flight": self.engine.in_flight})
 
     async def models(self, request: Request) -> Response:
         card = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "ores"}
@@ -273,20 +276,17 @@ class OpenAIServer:
 
     async def _collect(self, request: Request, generation: GenerationRequest) -> tuple[str, Done]:
         parts: list[str] = []
-        while True:
-            try:
-                event = await asyncio.wait_for(generation.events.get(), DISCONNECT_POLL_S)
-            except TimeoutError:
-                if await request.is_disconnected():
-                    generation.cancel()
-                continue
-            except asyncio.CancelledError:
-                generation.cancel()
-                raise
-            if isinstance(event, Delta):
-                parts.append(event.text)
-            else:
-                return "".join(parts), event
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, generation))
+        try:
+            while True:
+                event = await generation.events.get()
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                else:
+                    return "".join(parts), event
+        finally:  # also when this handler is cancelled (server shutdown)
+            generation.cancel()
+            watcher.cancel()
 
     async def _stream(
         self, request: Request, generation: GenerationRequest, ident: str, *, chat: bool, include_usage: bool
@@ -351,6 +351,13 @@ class OpenAIServer:
                 Route("/v1/completions", self.completions, methods=["POST"]),
             ]
         )
+
+
+async def _cancel_on_disconnect(request: Request, generation: GenerationRequest) -> None:
+    """Cancel `generation` once its client has gone (polled: a plain response has no other signal)."""
+    while not await request.is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    generation.cancel()
 
 
 def _usage(done: Done) -> dict[str, int]:
