@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "trace_example.txt"
@@ -50,3 +51,40 @@ def traces_file(path: Path, n_good: int = 6, broken: bool = True, models: dict |
             {"id": "dup", "question": rows[0]["question"], "language": "en", "trace": rows[0]["trace"]}
         )
     return write_jsonl(path, rows)
+
+
+def steps_log(subtasks: int = 2, fallback: Collection[str] = ()) -> str:
+    """A synth `steps` log (JSON, as the `steps` column holds it) of `subtasks` subtasks of two
+    tool calls each: a subtask list, per subtask three steps, a plan and an answer, then a report
+    (2 + 5 * subtasks pieces). The kinds of piece named in `fallback` (subtask_list, step, plan,
+    answer, report) are written by orchestrator fallbacks, the rest by the model."""
+    from oresearch_cli.agent.context import Failure
+    from oresearch_cli.agent.steps import StepRecord
+
+    def failures(piece: str) -> list[Failure]:
+        if piece not in fallback:
+            return []
+        return [Failure(piece, "unusable twice", 2), Failure(piece, "unusable twice", fallback="a fallback")]
+
+    log = []
+    for index in range(1, subtasks + 1):
+        records = [
+            StepRecord("think", "I search first.", failures("step")),
+            StepRecord("plan", "1. Search. 2. Read.", failures("plan")),
+            StepRecord("web_search", ["query"], count=10),
+            StepRecord("observation", "results"),
+            StepRecord("think", "I read the best result.", failures("step")),
+            StepRecord("crawl_page", ["https://example.org/a"]),
+            StepRecord("observation", "page"),
+            StepRecord("think", "I can answer.", failures("step")),
+            StepRecord("subtask_answer", "The answer [1].", failures("answer")),
+        ]
+        log.append({"index": index, "question": f"subtask {index}", "steps": [r.to_log() for r in records]})
+    return json.dumps(
+        {
+            "subtask_list": StepRecord("subtask_list", ["a", "b"], failures("subtask_list")).to_log(),
+            "subtasks": log,
+            "report": StepRecord("report", None, failures("report")).to_log(),
+            "sources": [],
+        }
+    )

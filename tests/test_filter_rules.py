@@ -7,13 +7,14 @@ from dataclasses import replace
 
 import pytest
 
+from oresearch_cli.agent.authorship import PIECES, authorship_of
 from oresearch_cli.errors import InputError
 from oresearch_cli.filtering.config import FilterConfig, from_dict, load_filter_config
 from oresearch_cli.filtering.funnel import build_funnel
 from oresearch_cli.filtering.rules import RULE_ORDER, RULES, Item, evaluate, run_rules
 from oresearch_cli.textutil.tokens import estimate_tokens
 
-from filter_support import QUESTION, good_trace
+from filter_support import QUESTION, good_trace, steps_log
 
 CFG = FilterConfig()
 
@@ -39,9 +40,18 @@ def cut_before(marker: str) -> Callable[[str], str]:
 FIRST_THINK = "<think>\nI need the location of the light reactions and their products. An overview article should name both.\n</think>\n"
 REPEAT = "The light reactions make ATP and NADPH on the thylakoid membranes.\n"
 
+
+def written(*fallback: str) -> dict:
+    """`Item.authorship` of a synth trace of 12 pieces whose kinds `fallback` are fallbacks."""
+    authorship = authorship_of(steps_log(fallback=fallback))
+    assert authorship is not None
+    return authorship.to_dict()
+
+
 # rule, code, how to break the trace, settings (the fixture passes the rule under default settings)
 CASES = [
     ("status", "synth-failed", None, {}, {"status": "failed", "error": "worker crashed"}),
+    ("authorship", "fallback-heavy", None, {}, {"authorship": written(*PIECES)}),
     ("validation", "trace:think-before-action", mutate(FIRST_THINK, ""), {}, {}),
     ("tool_calls", "tool-calls-above-max", None, {"max_tool_calls": 1}, {}),
     ("tool_calls", "tool-calls-below-min", None, {"min_tool_calls": 3}, {}),
@@ -79,7 +89,8 @@ def test_the_fixture_trace_passes_every_rule() -> None:
     outcome = evaluate(item(), CFG)
     assert outcome.passed, outcome.fails
     assert outcome.reasons == []
-    assert set(RULE_ORDER) - {"status"} <= set(outcome.details)
+    # status and authorship have nothing to say of a trace with no status and no steps log
+    assert set(RULE_ORDER) - {"status", "authorship"} <= set(outcome.details)
 
 
 @pytest.mark.parametrize(
@@ -102,6 +113,52 @@ def test_every_rule_has_documented_codes_and_a_case() -> None:
     assert set(RULES) == {c[0] for c in CASES}
     for rule in RULES.values():
         assert rule.doc and rule.codes
+
+
+def test_fallback_heavy_rejects_over_the_share_and_passes_at_or_below_it() -> None:
+    # 12 pieces: 1 subtask list, 6 steps, 2 plans, 2 answers, 1 report (filter_support.steps_log).
+    half = evaluate(item(authorship=written("step")), CFG)  # 6 of 12: not over 0.5
+    assert "authorship" not in half.fails and half.passed, half.fails
+    assert half.details["authorship"] == {
+        "model_written": 6,
+        "fallback_written": 6,
+        "fallback_share": 0.5,
+        "max": 0.5,
+        "fallback_pieces": {"step": 6},
+    }
+    over = evaluate(item(authorship=written("step", "report")), CFG)  # 7 of 12
+    assert over.fails["authorship"] == ["fallback-heavy"] and over.reasons == ["fallback-heavy"]
+    assert evaluate(item(authorship=written()), CFG).details["authorship"]["fallback_share"] == 0.0
+    # The threshold is a setting: 0.25 rejects 3 of 12 only when over it (1 + 2 = 3 is 0.25 exactly).
+    quarter = from_dict({"max_fallback_share": 0.25})
+    assert evaluate(item(authorship=written("subtask_list", "answer")), quarter).passed
+    assert not evaluate(item(authorship=written("subtask_list", "answer", "report")), quarter).passed
+    assert evaluate(item(authorship=written(*PIECES)), from_dict({"max_fallback_share": 1.0})).passed
+    assert not evaluate(item(authorship=written("plan")), from_dict({"max_fallback_share": 0.0})).passed
+
+
+def test_a_trace_without_a_steps_log_is_not_fallback_heavy() -> None:
+    # Imported traces have no record of who wrote them: no data is not a fallback.
+    for authorship in (None, {}, {"model_written": 0, "fallback_written": 0, "pieces": {}}):
+        outcome = evaluate(item(authorship=authorship), from_dict({"max_fallback_share": 0.0}))
+        assert outcome.passed and "authorship" not in outcome.details, outcome.fails
+    report = good_trace().split("<suggested_answer>")[1].split("</suggested_answer>")[0]
+    assert evaluate(item(report), CFG).passed
+
+
+def test_max_fallback_share_from_yaml_env_and_flags(tmp_path) -> None:
+    assert FilterConfig().max_fallback_share == 0.5
+    env = {"ORES_FILTER_MAX_FALLBACK_SHARE": "0.25"}
+    assert load_filter_config(None, environ=env).max_fallback_share == 0.25
+    path = tmp_path / "f.yaml"
+    path.write_text("filter:\n  max_fallback_share: 0.3\n")
+    assert load_filter_config(path, environ=env).max_fallback_share == 0.3  # the recipe over env
+    assert load_filter_config(path, {"max_fallback_share": 0.9}, environ=env).max_fallback_share == 0.9
+    with pytest.raises(InputError, match=r"max_fallback_share must be between 0.0 and 1.0"):
+        load_filter_config(None, environ={"ORES_FILTER_MAX_FALLBACK_SHARE": "1.5"})
+    path.write_text("filter:\n  max_fallback_share: -0.1\n")
+    with pytest.raises(InputError, match="max_fallback_share"):
+        load_filter_config(path)
 
 
 def test_a_bare_report_skips_the_trace_rules() -> None:
@@ -140,6 +197,30 @@ def test_funnel_counts_add_up() -> None:
     by_stage = {r.stage: r.dropped for r in funnel.rows}
     assert by_stage["rule validation"] == 2 and by_stage["rule length"] == 0
     assert by_stage["dedup"] == 1 and by_stage["judge"] == 1
+    assert funnel.to_dict()["authorship"] is None  # no trace has a steps log
+
+
+def test_funnel_reports_the_model_written_share_of_the_input() -> None:
+    from oresearch_cli.agent.authorship import total_authorship
+
+    written = [authorship_of(steps_log(fallback=f)) for f in ((), ("step",), tuple(PIECES))] + [None]
+    outcomes = run_rules(
+        [item(authorship=a.to_dict() if a else None) for a in written], replace(CFG, workers=1)
+    )
+    funnel = build_funnel(
+        [o.fails for o in outcomes],
+        [False] * 4,
+        [False] * 4,
+        judge_ran=False,
+        reasons=[o.reasons for o in outcomes if not o.passed],
+        authorship=total_authorship(written),
+    )
+    assert {r.stage: r.dropped for r in funnel.rows}["rule authorship"] == 1
+    assert funnel.reasons == {"fallback-heavy": 1} and funnel.accepted == 3
+    shown = funnel.to_dict()["authorship"]
+    # 12 + 6 + 0 of 36 pieces by the model; the fourth trace has no steps log
+    assert (shown["model_written"], shown["fallback_written"], shown["model_share"]) == (18, 18, 0.5)
+    assert (shown["traces"], shown["unrecorded"]) == (3, 1)
 
 
 def test_config_from_yaml_and_unknown_keys(tmp_path) -> None:

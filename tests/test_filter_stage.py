@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from conftest import DRB
-from filter_support import good_trace, traces_file, write_jsonl
+from filter_support import good_trace, steps_log, traces_file, write_jsonl
 
 
 def _filter(run_ores, *args: str):
@@ -147,3 +147,48 @@ def test_a_synth_runs_traces_through_filter_spotcheck_and_export(run_ores, tmp_p
     card = (tmp_path / "out" / "README.md").read_text()
     assert "- planner: p-1 (4)" in card and "passed" in card and "| synth-failed | 1 |" in card
     assert pq.read_table(tmp_path / "out" / "data" / "train-00000-of-00001.parquet").num_rows == 4
+
+
+def test_traces_mostly_written_by_fallbacks_are_rejected(run_ores, tmp_path: Path) -> None:
+    # Synth's `steps` log says who wrote each piece; 12 pieces a trace (filter_support.steps_log).
+    from oresearch_cli.agent.authorship import PIECES
+    from oresearch_cli.stages.synth import SYNTH
+    from oresearch_cli.workspace import Workspace
+
+    from filter_support import variant
+
+    fallbacks = {"model": (), "half": ("step",), "junk": PIECES}
+    ws = Workspace.open(tmp_path / "ws")
+    with ws.start_run(SYNTH, {"roles": "test"}, inputs=["seeds"]) as run:
+        for i, (name, fallback) in enumerate(fallbacks.items()):
+            question, trace = variant(i)
+            run.append({"id": name, "question": question, "language": "en", "trace": trace,
+                        "status": "done", "steps": steps_log(fallback=fallback)})  # fmt: skip
+        question, trace = variant(3)
+        run.append(
+            {"id": "imported", "question": question, "language": "en", "trace": trace, "status": "done"}
+        )
+        run.finish()
+
+    data = _filter(run_ores)
+    funnel = data["funnel"]
+    assert {s["stage"]: s["dropped"] for s in funnel["stages"]}["rule authorship"] == 1
+    assert funnel["reasons"] == {"fallback-heavy": 1} and funnel["accepted"] == 3
+    assert data["rules"]["authorship"] == {"checked": 4, "failed": 1, "codes": {"fallback-heavy": 1}}
+    written = funnel["authorship"]
+    assert (written["model_written"], written["fallback_written"], written["model_share"]) == (18, 18, 0.5)
+    assert (written["traces"], written["unrecorded"]) == (3, 1)
+    assert written["pieces"]["report"] == {"model": 2, "fallback": 1}
+    shown = run_ores("filter", "--explain", "junk", "--ws", "ws", "--json")
+    explained = json.loads(shown.stdout)
+    assert [r["code"] for r in explained["reasons"]] == ["fallback-heavy"]
+    assert explained["details"]["authorship"]["fallback_share"] == 1.0
+
+    # The threshold from the environment, then a flag over it; the human funnel shows the share.
+    env = {"ORES_FILTER_MAX_FALLBACK_SHARE": "0.4"}
+    result = run_ores("filter", "--no-judge", "--ws", "ws", "--json", env=env)
+    assert json.loads(result.stdout)["funnel"]["reasons"] == {"fallback-heavy": 2}
+    result = run_ores("filter", "--no-judge", "--ws", "ws", "--max-fallback-share", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "rule authorship" in result.stdout and "fallback-heavy" not in result.stdout
+    assert "pieces written by the model: 50% (18 of 36, 3 traces; 1 without a steps log)" in result.stdout

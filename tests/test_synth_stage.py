@@ -192,6 +192,16 @@ def test_a_run_writes_one_trace_per_seed(priced_run: SimpleNamespace) -> None:
     assert sum(": valid in " in line for line in progress) == 3
 
 
+def test_the_summary_says_how_much_of_the_traces_the_model_wrote(priced_run: SimpleNamespace) -> None:
+    # The Teacher writes every piece: 3 traces of 2 subtasks (3 steps, a plan, an answer each),
+    # a subtask list and a report. The failed seed has no pieces.
+    summary = priced_run.proc.stderr
+    assert re.search(r"pieces written by the model\s*│\s*100% \(36 of 36\)", summary), summary
+    assert re.search(r"  steps\s*│\s*100% \(18 of 18\)", summary) and "  reports" in summary
+    progress = [line for line in summary.splitlines() if re.match(r"synth \d/4 ", line)]
+    assert "model-written 100%" in progress[-1]
+
+
 def test_ws_sql_answers_what_the_run_and_each_trace_cost(priced_run: SimpleNamespace) -> None:
     # What a user would ask, in one query (one CLI start): rows without a trace_id are the run's totals.
     query = (

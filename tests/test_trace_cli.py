@@ -151,3 +151,39 @@ def test_stats_of_a_trace(args: list[str]) -> None:
         assert (row["subtasks"], row["tool_calls"], row["references"], row["observed_urls"]) == (2, 4, 4, 4)
     else:
         assert "total (1)" in result.output
+
+
+def test_stats_show_the_share_of_pieces_the_model_wrote(tmp_path: Path) -> None:
+    # Records from `ores synth` carry its `steps` log: 12 pieces a trace (filter_support.steps_log).
+    from oresearch_cli.agent.authorship import PIECES
+
+    from filter_support import steps_log
+
+    rows = [
+        {"id": "model", "trace": EXAMPLE, "steps": steps_log()},
+        {"id": "mixed", "trace": EXAMPLE, "steps": steps_log(fallback=("step", "report"))},
+        {"id": "junk", "trace": EXAMPLE, "steps": json.loads(steps_log(fallback=PIECES))},  # parsed: fine too
+        {"id": "imported", "trace": EXAMPLE},
+    ]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    result = invoke("trace", "stats", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    shares = {r["id"]: r["authorship"] and r["authorship"]["model_share"] for r in data["traces"]}
+    assert shares == {"model": 1.0, "mixed": 0.4167, "junk": 0.0, "imported": None}
+    mixed = next(r["authorship"] for r in data["traces"] if r["id"] == "mixed")
+    assert (mixed["model_written"], mixed["fallback_written"]) == (5, 7)
+    assert mixed["pieces"]["step"] == {"model": 0, "fallback": 6}
+    total = data["total"]["authorship"]
+    assert [total[k] for k in ("model_written", "fallback_written", "traces", "unrecorded")] == [17, 19, 3, 1]
+    table = invoke("trace", "stats", str(path))
+    assert "model share" in table.stdout
+    lines = {line.split("│")[1].strip(): line for line in table.stdout.splitlines() if line.count("│") > 2}
+    shown = {name: line.split("│")[-2].strip() for name, line in lines.items()}
+    assert shown == {"model": "100%", "mixed": "42%", "junk": "0%", "imported": "", "total (4)": "47%"}
+    # Traces without a steps log: no share anywhere.
+    plain = invoke("trace", "stats", str(FIXTURE))
+    assert "model share" not in plain.stdout
+    row = json.loads(invoke("trace", "stats", str(FIXTURE), "--json").stdout)
+    assert row["traces"][0]["authorship"] is None and row["total"]["authorship"] is None

@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -25,6 +25,9 @@ from oresearch_cli.cli.common import (
     table,
 )
 from oresearch_cli.records import write_jsonl, write_records
+
+if TYPE_CHECKING:
+    from oresearch_cli.agent.authorship import Authorship
 
 
 def _rule_list(value: str | None) -> list[str]:
@@ -57,6 +60,15 @@ def filter_(
     ] = None,
     enable: Annotated[
         str | None, typer.Option("--enable", help="Comma-separated rules to switch on.")
+    ] = None,
+    max_fallback_share: Annotated[
+        float | None,
+        typer.Option(
+            "--max-fallback-share",
+            min=0.0,
+            max=1.0,
+            help="Reject a trace when more than this share of its pieces are orchestrator fallbacks. [default: 0.5]",
+        ),
     ] = None,
     min_tool_calls: Annotated[int | None, typer.Option("--min-tool-calls", min=0)] = None,
     max_tool_calls: Annotated[int | None, typer.Option("--max-tool-calls", min=1)] = None,
@@ -107,6 +119,7 @@ def filter_(
     from oresearch_cli.stages.filter import FilterOptions, run_filter
 
     overrides: dict[str, Any] = {
+        "max_fallback_share": max_fallback_share,
         "min_tool_calls": min_tool_calls,
         "max_tool_calls": max_tool_calls,
         "min_steps": min_steps,
@@ -176,6 +189,8 @@ def filter_(
     console.print(
         table(f"filter {result.run_id} (field '{result.field}')", ["stage", "traces left", "dropped"], rows)
     )
+    if funnel.authorship is not None:
+        console.print(_authorship_line(funnel.authorship), highlight=False)
     if funnel.reasons:
         total = funnel.n_in - funnel.accepted
         console.print(
@@ -192,6 +207,18 @@ def filter_(
             highlight=False,
         )
     console.print("see one verdict: ores filter --explain ID", highlight=False)
+
+
+def _authorship_line(authorship: Authorship) -> str:
+    """'pieces written by the model: 83% (166 of 200, 10 traces; 2 without a steps log)'."""
+    share = authorship.model_share
+    unrecorded = f"; {authorship.unrecorded} without a steps log" if authorship.unrecorded else ""
+    return (
+        f"pieces written by the model: {share:.0%} ({authorship.model_written} of {authorship.total}, "
+        f"{authorship.traces} traces{unrecorded}); the rest are orchestrator fallbacks"
+        if share is not None
+        else f"pieces written by the model: none recorded{unrecorded}"
+    )
 
 
 def _print_rules(as_json: bool) -> None:

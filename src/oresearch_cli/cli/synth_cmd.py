@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import FieldOption, FormatOption, OutputOption, WsOption, default_ws, err, table
+
+if TYPE_CHECKING:
+    from oresearch_cli.stages.synth import SynthSummary
 
 
 @app.command()
@@ -181,6 +184,7 @@ def synth(
         ["done", summary.n_done],
         ["  of which invalid", summary.n_invalid],
         ["failed", summary.n_failed],
+        *_authorship_rows(summary),
         ["tokens (prompt + completion)", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}"],
         ["cost USD", cost],
         ["seconds", f"{summary.seconds:.1f}"],
@@ -194,6 +198,35 @@ def synth(
             highlight=False,
             markup=False,
         )
+
+
+# The kinds of piece (`oresearch_cli.agent.authorship.PIECES`) as the summary names them.
+PIECE_LABELS = {
+    "subtask_list": "subtask lists",
+    "step": "steps",
+    "plan": "plans",
+    "answer": "subtask answers",
+    "report": "reports",
+}
+
+
+def _authorship_rows(summary: SynthSummary) -> list[list[Any]]:
+    """The share of the pieces the model wrote (the rest are the orchestrator's fallbacks),
+    overall and per kind of piece; nothing when no trace was done."""
+
+    def share(model: int, total: int) -> str:
+        return f"{model / total:.0%} ({model} of {total})"
+
+    authorship = summary.authorship
+    if not authorship.total:
+        return []
+    rows: list[list[Any]] = [
+        ["pieces written by the model", share(authorship.model_written, authorship.total)]
+    ]
+    for piece, count in authorship.pieces.items():
+        if count.total:
+            rows.append([f"  {PIECE_LABELS.get(piece, piece)}", share(count.model, count.total)])
+    return rows
 
 
 def _write_output(output: str | None, written: list[dict[str, Any]], partial: bool = True) -> None:

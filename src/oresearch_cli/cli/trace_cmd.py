@@ -7,7 +7,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markdown import Markdown
@@ -53,6 +53,9 @@ from oresearch_cli.trace import (
 )
 from oresearch_cli.trace.stats import NUMERIC_FIELDS
 
+if TYPE_CHECKING:
+    from oresearch_cli.agent.authorship import Authorship
+
 trace_app = typer.Typer(
     help="Check, show and count traces: raw trace text, or records (JSONL, JSON, CSV, Parquet) with a trace field.",
     no_args_is_help=True,
@@ -75,12 +78,14 @@ ReportOnlyOption = Annotated[
 
 @dataclass
 class Item:
-    """One trace to look at: its id, text, question (if the record has one) and origin (file:line)."""
+    """One trace to look at: its id, text, question (if the record has one) and origin (file:line);
+    `steps`, synth's structured steps log, when the record has one."""
 
     id: str
     text: str
     question: str | None
     origin: str
+    steps: Any = None
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -150,7 +155,8 @@ def load_items(source: str, field: str | None = None, fmt: str | None = None) ->
         question_field = find_field(record.data, QUESTION_FIELDS, exclude=(column,))
         question = record.data.get(question_field) if question_field else None
         question = question if isinstance(question, str) else None
-        items.append(Item(str(rid) if rid is not None else str(index), value, question, record.origin))
+        steps = record.data.get("steps") if column != "steps" else None
+        items.append(Item(str(rid) if rid is not None else str(index), value, question, record.origin, steps))
     return items
 
 
@@ -357,18 +363,31 @@ def stats_cmd(
     ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """One row of counts per trace (subtasks, tool calls, citations, references, ...) and the totals."""
+    """One row of counts per trace (subtasks, tool calls, citations, references, ...) and the totals.
+
+    Records from `ores synth` (with its `steps` column) also get the share of their pieces the
+    model wrote, rather than the orchestrator's fallbacks (`model share`)."""
     items = load_items(source, field, fmt)
     all_stats = [trace_stats(item.text, report_only=True if report_only else None) for item in items]
     total = total_stats(all_stats)
+    written, written_total = _authorship(items)
     if as_json:
         print_json(
             {
                 "traces": [
-                    {"id": item.id, "origin": item.origin, **s.to_dict()}
-                    for item, s in zip(items, all_stats, strict=True)
+                    {
+                        "id": item.id,
+                        "origin": item.origin,
+                        **s.to_dict(),
+                        "authorship": a.to_dict() if a is not None else None,
+                    }
+                    for item, s, a in zip(items, all_stats, written, strict=True)
                 ],
-                "total": {"traces": len(items), **total.to_dict()},
+                "total": {
+                    "traces": len(items),
+                    **total.to_dict(),
+                    "authorship": written_total.to_dict() if written_total is not None else None,
+                },
             }
         )
         return
@@ -378,4 +397,28 @@ def stats_cmd(
         for item, s in zip(items, all_stats, strict=True)
     ]
     rows.append([f"total ({len(items)})", "", *(getattr(total, f) for f in NUMERIC_FIELDS)])
+    if written_total is not None:
+        columns.append("model_share")
+        for row, a in zip(rows, [*written, written_total], strict=True):
+            row.append(_share(a))
     out.print(table(None, [c.replace("_", " ") for c in columns], rows))
+
+
+def _authorship(items: list[Item]) -> tuple[list[Authorship | None], Authorship | None]:
+    """Who wrote each item's pieces (`Authorship` or None) and the sum, None when no item has a
+    steps log (the agent is imported only when one does)."""
+    if not any(item.steps for item in items):
+        return [None] * len(items), None
+    from oresearch_cli.agent.authorship import authorship_of, total_authorship
+
+    written = [authorship_of(item.steps) for item in items]
+    if all(a is None for a in written):
+        return written, None
+    return written, total_authorship(written)
+
+
+def _share(authorship: Authorship | None) -> str:
+    """'85%' of the pieces the model wrote (`--json` has the counts); '' without a steps log."""
+    if authorship is None or authorship.model_share is None:
+        return ""
+    return f"{authorship.model_share:.0%}"

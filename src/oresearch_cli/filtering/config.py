@@ -7,6 +7,7 @@ error naming the nearest valid one, so a typo never silently does nothing.
     rules:              # rule name -> on/off (see `oresearch_cli.filtering.rules.RULES`)
       language: false
     min_tool_calls: 2
+    max_fallback_share: 0.3
     judge:
       min_overall: 6.5
       min_criterion: {faithfulness: 6}
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oresearch_cli.config import apply, load_recipe, resolve
+from oresearch_cli.config import apply, bounded, load_recipe, resolve
 from oresearch_cli.errors import InputError
 
 
@@ -38,6 +39,10 @@ class JudgeSettings:
 @dataclass(frozen=True)
 class FilterConfig:
     rules: dict[str, bool] = field(default_factory=dict)  # missing: on
+    # the share of a trace's pieces (subtask list, steps, plans, answers, report) written by
+    # orchestrator fallbacks instead of the model, at most (synth's steps log; see
+    # `oresearch_cli.agent.authorship`): over it, the trace is not the model's work
+    max_fallback_share: float = bounded(0.5, low=0.0, high=1.0)
     # tool calls per subtask (the paper's tool reward: 0 below 2, -1 above 8)
     min_tool_calls: int = 2
     max_tool_calls: int = 8

@@ -3,6 +3,8 @@
 Stages are cumulative: "after rule k" counts traces that fail none of rules 1..k, so each row's
 drop is the number of traces that rule is the *first* to reject, and the drops add up to
 `in - accepted`. Top reasons count every reason of every rejected trace (a trace can have several).
+`authorship` says who wrote the input's pieces, the model or the orchestrator's fallbacks, summed
+over the traces that have synth's steps log (`oresearch_cli.agent.authorship`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oresearch_cli.filtering.rules import RULE_ORDER
+
+if TYPE_CHECKING:
+    from oresearch_cli.agent.authorship import Authorship
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Funnel:
     n_in: int
     rows: list[FunnelRow] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    authorship: Authorship | None = None  # of the input; None when no trace has a steps log
 
     @property
     def accepted(self) -> int:
@@ -38,6 +44,7 @@ class Funnel:
             "stages": [{"stage": r.stage, "left": r.left, "dropped": r.dropped} for r in self.rows],
             "accepted": self.accepted,
             "reasons": dict(self.reasons.most_common()),
+            "authorship": self.authorship.to_dict() if self.authorship is not None else None,
         }
 
 
@@ -48,10 +55,12 @@ def build_funnel(
     judge_ran: bool,
     enabled_rules: Sequence[str] = RULE_ORDER,
     reasons: Sequence[list[str]] = (),
+    authorship: Authorship | None = None,
 ) -> Funnel:
-    """`fails[i]`: rule -> codes of trace i; `duplicate[i]`, `judge_rejected[i]`: later stages."""
+    """`fails[i]`: rule -> codes of trace i; `duplicate[i]`, `judge_rejected[i]`: later stages;
+    `authorship`: of the whole input (`total_authorship`)."""
     n = len(fails)
-    funnel = Funnel(n_in=n)
+    funnel = Funnel(n_in=n, authorship=authorship)
     alive = [True] * n
     left = n
     for rule in RULE_ORDER:

@@ -14,6 +14,10 @@ dedicated rule owns them (`tool-calls-above-max`, `report-missing-section`, `cit
 `validation` rule as `trace:<code>` (e.g. `trace:unclosed-tag`). Warnings never reject; they are
 counted in `details.validation.warnings`.
 
+One rule reads no text: `authorship` reads who wrote each piece from synth's steps log
+(`Item.authorship`, from `oresearch_cli.agent.authorship`), and rejects a trace the
+orchestrator's fallbacks wrote most of as `fallback-heavy`.
+
 Speed (benchmarks/bench_filter.py): parsing, validation and report analysis are the trace
 module's and take most of the time; the language check, the costliest of ours, runs once per
 batch (`oresearch_cli.filtering.language`). A batch runs in worker processes when it is big
@@ -98,6 +102,36 @@ class StatusRule(Rule):
         if item.status is not None and item.status not in ("done", "ok"):
             return Finding(["synth-failed"], {"status": item.status, "error": item.error})
         return Finding()
+
+
+class AuthorshipRule(Rule):
+    name = "authorship"
+    codes = {
+        "fallback-heavy": "more than max_fallback_share of the pieces were written by orchestrator fallbacks"
+    }
+    doc = (
+        "The model wrote the trace: at most max_fallback_share of its pieces (subtask list, steps, "
+        "plans, answers, report) are orchestrator fallbacks, by synth's steps log. A trace without "
+        "one (imported from a file) passes: no record is not a fallback."
+    )
+
+    def check(self, scan: Scan, cfg: FilterConfig) -> Finding:
+        authorship = scan.item.authorship
+        if not authorship:
+            return Finding()
+        model, fallback = authorship.get("model_written", 0), authorship.get("fallback_written", 0)
+        if not model + fallback:
+            return Finding()
+        share = fallback / (model + fallback)
+        pieces = authorship.get("pieces") or {}
+        details = {
+            "model_written": model,
+            "fallback_written": fallback,
+            "fallback_share": round(share, 4),
+            "max": cfg.max_fallback_share,
+            "fallback_pieces": {k: c["fallback"] for k, c in pieces.items() if c.get("fallback")},
+        }
+        return Finding(["fallback-heavy"] if share > cfg.max_fallback_share else [], details)
 
 
 class ValidationRule(Rule):
@@ -320,6 +354,7 @@ RULES: dict[str, Rule] = {
     rule.name: rule
     for rule in (
         StatusRule(),
+        AuthorshipRule(),
         ValidationRule(),
         ToolCallsRule(),
         StepsRule(),

@@ -27,7 +27,9 @@ from oresearch_cli.trace import (
 @dataclass
 class Item:
     """One trace to check. `text` is the trace (or a bare report); `tokens` (report, trace) are
-    filled in when a tokenizer counted them for the whole batch."""
+    filled in when a tokenizer counted them for the whole batch. `authorship` is who wrote its
+    pieces (`Authorship.to_dict()` of synth's steps log, `oresearch_cli.agent.authorship`; plain
+    data, so worker processes need not import the agent); None when the trace has no log."""
 
     id: str
     text: str
@@ -36,6 +38,7 @@ class Item:
     status: str | None = None
     error: str | None = None
     tokens: tuple[int, int] | None = None
+    authorship: dict[str, Any] | None = None
 
 
 @dataclass

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from oresearch_cli.errors import InputError
 from oresearch_cli.filtering.config import FilterConfig, JudgeSettings
@@ -52,6 +52,9 @@ from oresearch_cli.workspace import (
     Status,
     Workspace,
 )
+
+if TYPE_CHECKING:
+    from oresearch_cli.agent.authorship import Authorship
 
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -123,6 +126,7 @@ class Inputs:
     field: str  # the field that held the trace text
     origin: str  # the source run, or the file's name
     models: list[str | None]  # each trace's `models` JSON, when the input has one
+    authorship: list[Authorship | None]  # who wrote each trace's pieces, from its `steps` log
 
 
 def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> Inputs:
@@ -149,7 +153,9 @@ def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> Inp
     items: list[Item] = []
     models: list[str | None] = []
     seen: dict[str, int] = {}
-    for row in rows[: options.limit]:
+    rows = rows[: options.limit]
+    authorship = _authorship(rows)
+    for row, written in zip(rows, authorship, strict=True):
         text = row.get(text_field)
         text = "" if text is None else str(text)
         raw_id = row.get("id")
@@ -169,10 +175,21 @@ def load_items(ws: Workspace, source: str | None, options: FilterOptions) -> Inp
                 language=str(language) if language else None,
                 status=str(row["status"]) if row.get("status") is not None else None,
                 error=str(row["error"]) if row.get("error") else None,
+                authorship=written.to_dict() if written is not None else None,
             )
         )
         models.append(_models_json(row.get("models")))
-    return Inputs(items, text_field, origin, models)
+    return Inputs(items, text_field, origin, models, authorship)
+
+
+def _authorship(rows: list[dict[str, Any]]) -> list[Authorship | None]:
+    """Who wrote each trace's pieces, from synth's `steps` log; None for a row without one (the
+    agent is imported only when some row has a log)."""
+    if not any(row.get("steps") for row in rows):
+        return [None] * len(rows)
+    from oresearch_cli.agent.authorship import authorship_of
+
+    return [authorship_of(row.get("steps")) for row in rows]
 
 
 def _models_json(value: Any) -> str | None:
@@ -370,6 +387,7 @@ async def run_filter(
         judge_ran=llm_config is not None,
         enabled_rules=[r for r in RULE_ORDER if cfg.enabled(r)],
         reasons=[json.loads(r.reasons) for r in rows if r.verdict == REJECTED],
+        authorship=_total_authorship(inputs.authorship),
     )
     if not cfg.dedup:
         funnel.rows = [r for r in funnel.rows if r.stage != "dedup"]
@@ -385,6 +403,15 @@ async def run_filter(
         judge_failed=sum(r.scores is None for r in results),
         rules=rule_stats(outcomes, cfg),
     )
+
+
+def _total_authorship(authorship: list[Authorship | None]) -> Authorship | None:
+    """The input's authorship summed; None when no trace has a steps log."""
+    if all(a is None for a in authorship):
+        return None
+    from oresearch_cli.agent.authorship import total_authorship
+
+    return total_authorship(authorship)
 
 
 def filtered_artifact(ws: Workspace, run: str | None = None) -> ArtifactInfo:

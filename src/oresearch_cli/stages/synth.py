@@ -23,6 +23,7 @@ from typing import Annotated, Any, ClassVar
 import pyarrow as pa
 
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
+from oresearch_cli.agent.authorship import Authorship, authorship_of
 from oresearch_cli.config import load_recipe, resolve
 from oresearch_cli.errors import InputError, OresError
 from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig, LLMError
@@ -133,11 +134,16 @@ class SynthSummary:
     cost_usd: float | None = None
     seconds: float = 0.0
     artifact: ArtifactInfo | None = None
+    # who wrote the pieces of the traces done this run: the model, or the orchestrator's fallbacks
+    authorship: Authorship = field(default_factory=lambda: Authorship(traces=0))
 
     def add(self, record: TraceRecord) -> None:
         if record.status == Status.DONE:
             self.n_done += 1
             self.n_invalid += not record.valid
+            written = authorship_of(record.steps)
+            if written is not None:
+                self.authorship += written
         else:
             self.n_failed += 1
         self.prompt_tokens += record.prompt_tokens
@@ -149,9 +155,11 @@ class SynthSummary:
         """The totals so far, as the progress line shows them."""
         cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "$?"
         tokens = self.prompt_tokens + self.completion_tokens
+        share = self.authorship.model_share
+        written = f" | model-written {share:.0%}" if share is not None else ""
         return (
             f"done {self.n_done} (invalid {self.n_invalid}) failed {self.n_failed} | "
-            f"{tokens:,} tokens | {cost}"
+            f"{tokens:,} tokens | {cost}{written}"
         )
 
 
