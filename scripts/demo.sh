@@ -17,7 +17,7 @@ $ORES tools search "photosynthesis light reactions | chloroplast&serp_num=4" --s
 echo "== serve: the embedded SmolLM2-135M-Instruct on the CPU (converted once into $ORES_WS/models/)"
 $ORES serve --port "$PORT" 2> "$ORES_WS/serve.log" &
 SERVER=$!
-# `ores serve` stops transformers serve with it on SIGTERM (a background job ignores SIGINT);
+# `ores serve` stops its server process with it on SIGTERM (a background job ignores SIGINT);
 # do that however this script ends.
 trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 until grep -q "Ctrl-C to stop" "$ORES_WS/serve.log"; do
@@ -42,9 +42,14 @@ echo "== one trace, observations folded"
 $ORES ws export traces -o "$ORES_WS/traces.jsonl" > /dev/null
 $ORES trace show "$ORES_WS/traces.jsonl" --index 1
 
-echo "== filter: the hard rules (no judge: --no-judge), a verdict with reasons per trace"
-$ORES filter --no-judge
+echo "== filter: the hard rules, dedup, and the embedded SmolLM2 as the judge (held to the rubric's JSON schema)"
+$ORES filter --config recipes/synth/embedded-cpu.yaml
 
 echo "== workspace"
 $ORES ws status
 $ORES ws sql "select id, status, valid, n_subtasks, n_tool_calls, prompt_tokens + completion_tokens as tokens, round(seconds) as s from traces order by id"
+
+echo "== measured: who wrote each piece, the embedded judge, wall time"
+$ORES trace stats "$ORES_WS/traces.jsonl"
+$ORES ws sql "select count(*) as traces, count(judge_overall) as judged, count(*) - count(judge_overall) as judge_failed, round(avg(judge_overall), 1) as mean_judge_score from filtered"
+echo "demo wall time: ${SECONDS} s"

@@ -151,7 +151,7 @@ def test_junk_model_still_gives_a_valid_trace(corpus_ws: Workspace) -> None:
 
 
 def test_fallback_excerpts_end_on_a_sentence_or_a_whole_word() -> None:
-    from oresearch_cli.agent.worker import _excerpt
+    from oresearch_cli.agent.fallbacks import excerpt as _excerpt
 
     text = "Lava flows from vents. Ash rises into the stratosphere and cools the climate for years afterwards"
     assert _excerpt(text, 200) == text + "."

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
-from oresearch_cli.agent.prompts import phrase, prompt
-from oresearch_cli.llm import ChatResult, LLMClient, ask_structured
+from oresearch_cli.agent.prompts import PLACEHOLDER, phrase, prompt
+from oresearch_cli.llm import ChatResult, LLMClient, ReplyError, ask_structured
 from oresearch_cli.tools import Toolbox
 
 T = TypeVar("T")
@@ -131,11 +131,28 @@ class Context:
                 },
             ]
 
+        template = prompt(piece, self.language)
+        # Small models copy the prompt's `<what to write>` descriptions word for word; phrases
+        # filled into it (a plan field) carry some too. Long values (observations) are not scanned:
+        # a page may well contain `<...>`.
+        placeholders = set(template.placeholders)
+        for value in values.values():
+            if isinstance(value, str) and len(value) < 200:
+                placeholders.update(PLACEHOLDER.findall(value))
+
+        def parse_own(result: ChatResult) -> T:
+            copied = next((p for p in placeholders if p in (result.text or "")), None)
+            if copied is not None:
+                raise ReplyError(
+                    f"it copies the prompt's placeholder {copied} instead of writing its own text"
+                )
+            return parse(result)
+
         asked = await ask_structured(
             self.llm,
             role,
-            prompt(piece, self.language).messages(**values),
-            parse,
+            template.messages(**values),
+            parse_own,
             restate=restate,
             max_attempts=2,
             schema=schema,

@@ -32,25 +32,6 @@ MAX_THOUGHT_CHARS = 1500
 MAX_PLAN_CHARS = 1500
 MAX_SUBTASK_CHARS = 400
 
-SUBTASKS_SCHEMA: dict[str, Any] = {
-    "title": "subtasks",
-    "type": "object",
-    "properties": {"subtasks": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
-    "required": ["subtasks"],
-}
-STEP_SCHEMA: dict[str, Any] = {
-    "title": "worker_step",
-    "type": "object",
-    "properties": {
-        "thought": {"type": "string"},
-        "plan": {"type": "string"},
-        "action": {"type": "string", "enum": list(ACTIONS)},
-        "queries": {"type": "array", "items": {"type": "string"}},
-        "urls": {"type": "array", "items": {"type": "string"}},
-    },
-    "required": ["thought", "action"],
-}
-
 
 class PieceError(ReplyError):
     """A reply with nothing usable in it; `reason` says why, for the failure record and the retry."""
@@ -294,11 +275,48 @@ def complete_sentences(text: str) -> str:
     return text[: ends[-1]].rstrip() if ends else ""
 
 
+def source_numbers(value: Any, n_sources: int) -> list[int]:
+    """The valid source numbers in a JSON `sources` value (`[1, 3]`, `["2"]`), in order, once each."""
+    numbers = []
+    for item in _as_list(value, split=","):
+        item = str(item).strip().strip("[]")
+        if item.isdigit() and 1 <= int(item) <= n_sources:
+            numbers.append(int(item))
+    return list(dict.fromkeys(numbers))
+
+
+def with_citations(text: str, numbers: list[int], n_sources: int) -> str:
+    """`text`, given citation markers for `numbers` at its end when it cites none of the sources
+    itself: a schema-bound reply lists the sources it used beside the prose."""
+    if not numbers or rewrite_citations(text, None, set(range(1, n_sources + 1)))[1]:
+        return text
+    return f"{text.rstrip()} " + "".join(f"[{n}]" for n in numbers)
+
+
+def json_text(text: str, key: str) -> tuple[str, dict[str, Any]] | None:
+    """(the string under `key`, the object) when `text` is a JSON object holding one; None when it
+    is not JSON; `PieceError` when it looks like JSON but does not parse (a reply cut off mid-object)."""
+    data = _json(text)
+    if data is None:
+        if clean_text(text).startswith("{"):
+            raise PieceError("it starts a JSON object but is not valid JSON")
+        return None
+    value = _first(data, key)
+    return (value, data) if isinstance(value, str) else None
+
+
 def parse_answer(text: str, n_sources: int, *, truncated: bool = False) -> str:
-    """A subtask answer: prose citing at least one of the `n_sources` numbered sources.
+    """A subtask answer: prose citing at least one of the `n_sources` numbered sources, as JSON
+    (`{"answer": ..., "sources": [..]}`) or as plain text.
 
     A reply cut off at max_tokens keeps its complete sentences: asking again costs a whole
     second reply (minutes on a CPU) and a small model rambles into the cap the same way again."""
+    found = json_text(text, "answer")
+    if found is not None:
+        answer, data = found
+        text = with_citations(
+            clean_text(answer), source_numbers(_first(data, "sources"), n_sources), n_sources
+        )
     body = clean_text(text)
     if truncated:
         body = complete_sentences(body)

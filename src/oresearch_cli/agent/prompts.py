@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from importlib.abc import Traversable
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,6 +25,8 @@ PACKAGE = "oresearch_cli"
 FOLDER = "prompts/agent"
 DEFAULT_LANGUAGE = "en"
 PIECES = ("planner", "step", "answer", "report", "strict")
+PLACEHOLDER = re.compile(r"<[^<>\n]{2,80}>")
+SCHEMAS = "schemas"  # the pieces' JSON schemas (agent/schemas.py), beside the language folders
 
 
 def _root() -> Traversable:
@@ -32,7 +35,13 @@ def _root() -> Traversable:
 
 @cache
 def languages() -> tuple[str, ...]:
-    return tuple(sorted(p.name for p in _root().iterdir() if p.is_dir() and not p.name.startswith("_")))
+    return tuple(
+        sorted(
+            p.name
+            for p in _root().iterdir()
+            if p.is_dir() and p.name != SCHEMAS and not p.name.startswith("_")
+        )
+    )
 
 
 def prompt_language(language: str | None) -> str:
@@ -50,6 +59,12 @@ def _read(language: str, name: str) -> str:
 class Prompt:
     system: str
     user: str
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        """The `<...>` descriptions the prompt shows in place of values: text for the model to
+        replace, never to copy (a reply holding one is unusable)."""
+        return tuple(dict.fromkeys(PLACEHOLDER.findall(f"{self.system}\n{self.user}")))
 
     def messages(self, **values: object) -> list[dict[str, str]]:
         text = {k: str(v) for k, v in values.items()}
@@ -89,11 +104,11 @@ def phrase(language: str, key: str, **values: object) -> str:
 
 @cache
 def prompts_version() -> str:
-    """A hash of every prompt file: part of synth's config, so an edited prompt is a new config."""
+    """A hash of every prompt and schema file: part of synth's config, so an edited prompt is a new config."""
     digest = hashlib.sha256()
-    for lang in languages():
+    for lang in (*languages(), SCHEMAS):
         for path in sorted(_root().joinpath(lang).iterdir(), key=lambda p: p.name):
-            if path.name.endswith(".txt"):
+            if path.name.endswith((".txt", ".json")):
                 digest.update(f"{lang}/{path.name}\0".encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

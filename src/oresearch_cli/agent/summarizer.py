@@ -1,6 +1,7 @@
 """The summarizer: subtask answers + the numbered sources -> the cited report.
 
-The model writes Introduction, body sections and Conclusion with [n] citations; the orchestrator
+The model writes Introduction, body sections and Conclusion with [n] citations, as JSON (the
+report schema: `report_from_json` lays it out in Markdown) or as Markdown; the orchestrator
 then enforces what the format promises: prose with no heading at all gets the sections by its
 paragraphs (small models rarely write headings), any reference list the model wrote is cut off, citation
 numbers that name no observed source are removed, and the References section is written from the
@@ -11,9 +12,20 @@ from the subtask answers (recorded as a failure).
 
 from __future__ import annotations
 
+from typing import Any
+
 from oresearch_cli.agent.context import Context, Failure
-from oresearch_cli.agent.pieces import PieceError, clean_text, rewrite_citations
+from oresearch_cli.agent.pieces import (
+    PieceError,
+    clean_text,
+    json_text,
+    one_line,
+    rewrite_citations,
+    source_numbers,
+    with_citations,
+)
 from oresearch_cli.agent.prompts import phrase
+from oresearch_cli.agent.schemas import schema
 from oresearch_cli.agent.sources import SourceBook
 from oresearch_cli.agent.steps import REPORT, StepRecord
 from oresearch_cli.llm import ChatResult
@@ -44,10 +56,37 @@ def sectioned(prose: str, language: str) -> str:
     )
 
 
+def report_from_json(data: dict[str, Any], n_sources: int, language: str) -> str:
+    """The report schema's object as Markdown under the language's headings; each section's listed
+    sources become its citations when its text cites none."""
+    parts = [
+        f"## {phrase(language, 'heading_introduction')}\n{clean_text(str(data.get('introduction') or ''))}"
+    ]
+    sections = data.get("sections")
+    for section in sections if isinstance(sections, list) else []:
+        if not isinstance(section, dict):
+            continue
+        heading = one_line(str(section.get("heading") or ""), 80) or phrase(language, "heading_body")
+        text = with_citations(
+            clean_text(str(section.get("text") or "")),
+            source_numbers(section.get("sources"), n_sources),
+            n_sources,
+        )
+        if text:
+            parts.append(f"## {heading}\n{text}")
+    parts.append(
+        f"## {phrase(language, 'heading_conclusion')}\n{clean_text(str(data.get('conclusion') or ''))}"
+    )
+    return "\n\n".join(parts)
+
+
 def finalize_report(text: str, book: SourceBook, language: str, *, truncated: bool = False) -> str:
-    """The model's report made to keep the format's promises, or `PieceError`."""
+    """The model's report (JSON or Markdown) made to keep the format's promises, or `PieceError`."""
     if truncated:
         raise PieceError("the reply was cut off at max_tokens; write a shorter report")
+    found = json_text(text, "introduction")
+    if found is not None:
+        text = report_from_json(found[1], len(book), language)
     body = clean_text(text)
     analysis = analyze_report(body)
     headings = [s for s in analysis.sections if s.kind == "references"]
@@ -111,6 +150,7 @@ async def write_report(
                 "sources": book.render(limit=ctx.options.max_sources),
             },
             parse,
+            schema=schema("report", n_sources=len(book)),
             expected=ctx.phrase("expected_report"),
         )
     if report is None:

@@ -7,12 +7,13 @@ the trace steps itself. Bounds, enforced here rather than hoped for:
 * at most `max_steps` steps and `max_tool_calls` tool calls; reaching either forces the answer;
 * at least `min_tool_calls`: a step that answers too early is asked once more with an explicit
   instruction to call a tool; if it still answers (or its replies are unusable), the orchestrator
-  makes the call itself: a search for the subtask text first, then reading the best unread search
-  result, then a search for the question. Each such fallback is recorded as a failure.
+  makes the call itself: a search for the subtask's content words first, then reading the unread
+  search result that best matches them, then a search for the question's content words
+  (`agent.fallbacks`). Each such fallback is recorded as a failure.
 * an unusable step reply once the minimum is met ends the loop and goes to the answer.
 
 The answer cites the worker's numbered sources; if it is unusable twice, it is built from the
-observed snippets (each cited), recorded as a failure.
+observed sentences most relevant to the subtask (each cited), recorded as a failure.
 """
 
 from __future__ import annotations
@@ -21,17 +22,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oresearch_cli.agent.context import Context, Failure
+from oresearch_cli.agent.fallbacks import ObservedSource, best_unread, fallback_answer, fallback_query
 from oresearch_cli.agent.pieces import (
+    ACTIONS,
     ANSWER,
     CRAWL,
     SEARCH,
-    STEP_SCHEMA,
     StepPiece,
-    clean_query,
-    complete_sentences,
     parse_answer,
     parse_step,
 )
+from oresearch_cli.agent.schemas import schema, step_schema
 from oresearch_cli.agent.sources import SourceBook
 from oresearch_cli.agent.steps import STEP_FAILED, StepRecord
 from oresearch_cli.llm import ChatResult
@@ -86,22 +87,6 @@ class _Turn:
     result: str
 
 
-FALLBACK_CHARS = 280  # of each snippet quoted by a fallback answer
-
-
-def _excerpt(text: str, limit: int) -> str:
-    """`text` cut to `limit` characters at its last complete sentence, else its last whole word
-    with an ellipsis: a fallback answer quotes sources, and a word cut in half reads as a typo."""
-    if len(text) <= limit:
-        return text if text.endswith((".", "!", "?", "。", "！", "？")) else f"{text.rstrip('.')}."
-    head = text[:limit]
-    sentences = complete_sentences(head)
-    if len(sentences) >= limit // 3:
-        return sentences
-    words = head.rsplit(" ", 1)[0] if " " in head else head
-    return f"{words.rstrip(' ,;:')}…"
-
-
 class Worker:
     def __init__(self, ctx: Context, index: int, subtask: str) -> None:
         self.ctx = ctx
@@ -143,6 +128,12 @@ class Worker:
             "instruction": instruction,
         }
 
+    def _allowed_actions(self) -> tuple[str, ...]:
+        """The actions a step may choose now: no answer below the minimum of tool calls."""
+        if self.run.n_calls < self.opts.min_tool_calls:
+            return (SEARCH, CRAWL)
+        return ACTIONS
+
     async def _ask_step(self, instruction: str, step: int) -> tuple[StepPiece | None, list[Failure]]:
         ctx = self.ctx
         first = not self.turns
@@ -155,7 +146,9 @@ class Worker:
             "step",
             self._step_values(instruction),
             parse,
-            schema=STEP_SCHEMA,
+            schema=step_schema(
+                actions=self._allowed_actions(), n_sources=len(self.run.sources.urls), need_plan=first
+            ),
             expected=ctx.phrase("expected_step", plan_field=ctx.phrase("plan_field") if first else ""),
             subtask=self.run.index,
             step=step,
@@ -163,32 +156,38 @@ class Worker:
 
     # -- fallbacks -------------------------------------------------------------------------------
 
+    def _observed(self, crawled: bool | None = None) -> list[ObservedSource]:
+        """The worker's sources as the fallbacks read them, pages read first; `crawled` filters."""
+        numbered = enumerate(self.run.sources.sources, start=1)
+        return [
+            ObservedSource(n, s.title, s.snippet)
+            for n, s in sorted(numbered, key=lambda p: (not p[1].crawled, p[0]))
+            if crawled is None or s.crawled == crawled
+        ]
+
     def _fallback_step(self) -> StepPiece:
+        """A search for the subtask's content words; else reading the unread result that best
+        matches them; else a search for the question's content words; else any unread result."""
         ctx = self.ctx
-        unread = [s for s in self.run.sources.sources if not s.crawled]
-        subtask_query = clean_query(self.run.question)[:120]
+        unread = self._observed(crawled=False)
+        subtask_query = fallback_query(self.run.question, ctx.language)
+        question_query = fallback_query(ctx.question, ctx.language) or subtask_query
+        best = best_unread(self.run.question, unread, ctx.language)
         if subtask_query and subtask_query not in self.searched:
             query = subtask_query
-        elif unread:
-            url = unread[0].url
+        elif best is not None or (unread and question_query in self.searched):
+            url = self.run.sources.get(best if best is not None else unread[0].number).url
             return StepPiece(ctx.phrase("fallback_think_crawl", url=url), CRAWL, urls=[url])
         else:
-            query = clean_query(ctx.question)[:120] or subtask_query
+            query = question_query
         return StepPiece(ctx.phrase("fallback_think_search", queries=query), SEARCH, queries=[query])
 
     def _fallback_answer(self) -> str:
-        """The observed snippets, cited: the best crawled pages first, at most three."""
-        book = self.run.sources
-        ranked = sorted(range(1, len(book) + 1), key=lambda n: (not book.get(n).crawled, n))
-        parts = []
-        for number in ranked:
-            source = book.get(number)
-            text = " ".join((source.snippet or source.title).split())
-            if text:
-                parts.append(f"{_excerpt(text, FALLBACK_CHARS)} [{number}]")
-            if len(parts) == 3:
-                break
-        return " ".join(p for p in parts if p) or self.ctx.phrase("no_output")
+        """The observed sentences most relevant to the subtask, cited (`fallbacks.fallback_answer`).
+        The question's words count too: a weak planner's subtask may say nothing of the topic."""
+        topic = f"{self.run.question}\n{self.ctx.question}"
+        answer = fallback_answer(topic, self._observed(), self.ctx.language)
+        return answer or self.ctx.phrase("no_output")
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -316,6 +315,7 @@ class Worker:
                     "observations": self._observations(),
                 },
                 parse,
+                schema=schema("answer", n_sources=n_sources),
                 expected=ctx.phrase("expected_answer"),
                 subtask=run.index,
                 step=run.n_steps + 1,

@@ -29,7 +29,7 @@ from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.migrations import Migration, migrate_sqlite, run_script
 from oresearch_cli.trace import CrawlPage, Observation, WebSearch, has_tags, parse
 
-RUBRIC_VERSION = "rubric-v2"  # part of the cache key: bump when the prompt or the parsing changes
+RUBRIC_VERSION = "rubric-v3"  # part of the cache key: bump when the prompt or the parsing changes
 CRITERIA: dict[str, str] = {
     "comprehensiveness": "covers every part of the question and the subtasks with enough breadth",
     "depth": "goes beyond surface facts: mechanisms, comparisons, numbers, implications",
@@ -45,18 +45,25 @@ CODES = {
     JUDGE_FAILED: "the judge gave no usable scores (malformed output after retries, or endpoint errors)",
 }
 
+# Bounded so an endpoint that enforces it (vLLM, `ores serve`) gets a complete object inside the
+# judge's token cap: six short reasons and scores 0..10.
 SCHEMA: dict[str, Any] = {
     "title": "judge_scores",
     "type": "object",
     "properties": {
         c: {
             "type": "object",
-            "properties": {"score": {"type": "integer"}, "reason": {"type": "string"}},
+            "properties": {
+                "score": {"type": "integer", "minimum": 0, "maximum": 10},
+                "reason": {"type": "string", "minLength": 5, "maxLength": 160},
+            },
             "required": ["score", "reason"],
+            "additionalProperties": False,
         }
         for c in CRITERIA
     },
     "required": list(CRITERIA),
+    "additionalProperties": False,
 }
 
 SYSTEM = (
@@ -64,7 +71,9 @@ SYSTEM = (
     "Score the report on each criterion from 0 (worst) to 10 (best) and give a one-sentence reason. "
     "Judge faithfulness only against the observations shown."
 )
-_EXAMPLE = "{" + ", ".join(f'"{c}": {{"score": 7, "reason": "..."}}' for c in CRITERIA) + "}"
+# Placeholders, not values: a small model copies an example's numbers, and a schema-bound one
+# cannot write `<...>` at all.
+_EXAMPLE = "{" + ", ".join(f'"{c}": {{"score": <0-10>, "reason": "<one sentence>"}}' for c in CRITERIA) + "}"
 
 
 class JudgeOutputError(ValueError):
