@@ -287,6 +287,7 @@ def test_cli_dry_run_prints_command_and_client_settings(tmp_path):
     assert "oresearch_cli.server.cpu_server" in done.stdout and "--port 8555" in done.stdout
     assert "OPENAI_BASE_URL=http://127.0.0.1:8555/v1" in done.stderr
     assert "ORES_LLM_MODEL=my-ckpt" in done.stderr
+    assert "ORES_LLM_JSON_MODE=json_schema" in done.stderr  # the server enforces schemas
 
 
 def test_server_dying_at_start_reports_its_log(tmp_path):

@@ -459,8 +459,13 @@ class ModelServer:
 
 
 def serve_command_env(plan: LaunchPlan) -> list[tuple[str, str]]:
-    """The environment a client sets to use this server (printed by `ores serve`)."""
-    return [("OPENAI_BASE_URL", plan.base_url), ("ORES_LLM_MODEL", plan.model_name)]
+    """The environment a client sets to use this server (printed by `ores serve`). Both backends
+    enforce `response_format`, so roles send their pieces' JSON schemas (`json_mode`)."""
+    return [
+        ("OPENAI_BASE_URL", plan.base_url),
+        ("ORES_LLM_MODEL", plan.model_name),
+        ("ORES_LLM_JSON_MODE", "json_schema"),
+    ]
 
 
 def format_env_lines(pairs: Sequence[tuple[str, str]]) -> list[str]:
