@@ -49,7 +49,12 @@ echo "== workspace"
 $ORES ws status
 $ORES ws sql "select id, status, valid, n_subtasks, n_tool_calls, prompt_tokens + completion_tokens as tokens, round(seconds) as s from traces order by id"
 
+echo "== the embedded judge on every trace: the same filter with two rules off (a 135M teacher's"
+echo "   reports repeat themselves and cite few pages, so those rules reject them before the judge)"
+$ORES filter --config recipes/synth/embedded-cpu.yaml --disable repetition,sources > /dev/null
+
 echo "== measured: who wrote each piece, the embedded judge, wall time"
 $ORES trace stats "$ORES_WS/traces.jsonl"
-$ORES ws sql "select count(*) as traces, count(judge_overall) as judged, count(*) - count(judge_overall) as judge_failed, round(avg(judge_overall), 1) as mean_judge_score from filtered"
+# the judge sees the traces the hard rules passed; judge-failed: no usable scores after retries
+$ORES ws sql "select count(*) as traces, count(*) filter (where judge_scores is not null or reasons like '%judge-%') as judged, count(*) filter (where reasons like '%judge-failed%') as judge_failed, round(avg(judge_overall), 1) as mean_judge_score from filtered"
 echo "demo wall time: ${SECONDS} s"

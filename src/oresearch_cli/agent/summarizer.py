@@ -30,6 +30,7 @@ from oresearch_cli.agent.sources import SourceBook
 from oresearch_cli.agent.steps import REPORT, StepRecord
 from oresearch_cli.llm import ChatResult
 from oresearch_cli.trace import analyze_report
+from oresearch_cli.trace.report import BODY, classify_heading
 
 
 def references_section(cited: list[int], book: SourceBook, language: str, level: int = 2) -> str:
@@ -66,7 +67,9 @@ def report_from_json(data: dict[str, Any], n_sources: int, language: str) -> str
     for section in sections if isinstance(sections, list) else []:
         if not isinstance(section, dict):
             continue
-        heading = one_line(str(section.get("heading") or ""), 80) or phrase(language, "heading_body")
+        heading = one_line(str(section.get("heading") or ""), 80)
+        if not heading or classify_heading(heading) != BODY:  # one named "Introduction" would hide the body
+            heading = phrase(language, "heading_body")
         text = with_citations(
             clean_text(str(section.get("text") or "")),
             source_numbers(section.get("sources"), n_sources),
