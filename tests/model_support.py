@@ -47,7 +47,8 @@ def free_port() -> int:
 
 
 def skip_without_local_stack() -> None:
-    missing = [n for n in ("torch", "transformers", "fastapi", "gguf") if importlib.util.find_spec(n) is None]
+    needed = ("torch", "transformers", "gguf", "xgrammar", "uvicorn")  # `ores[local]`: the CPU server's stack
+    missing = [n for n in needed if importlib.util.find_spec(n) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)}: pip install 'ores[local]'")
     try:

@@ -88,10 +88,13 @@ def test_the_caches_of_an_old_workspace_gain_a_version_and_keep_their_entries(ol
             assert sqlite_version(db) == 0
     judge = JudgeCache(old_ws / "cache" / "judge.sqlite")
     try:
-        scores = judge.get(cache_key("judge-m", "q?", "trace text"))
+        # the fixture's entry was judged under rubric-v2: kept, and found under that rubric's key
+        scores = judge.get(cache_key("judge-m", "q?", "trace text", rubric="rubric-v2"))
+        rejudged = judge.get(cache_key("judge-m", "q?", "trace text"))  # the current rubric asks again
     finally:
         judge.close()
     assert scores is not None and set(scores) == set(CRITERIA)
+    assert rejudged is None
     tools = ToolCache(old_ws / "cache" / "tools.sqlite")
     tools.close()
     with sqlite3.connect(old_ws / "cache" / "judge.sqlite") as db:

@@ -179,8 +179,9 @@ def stricter(messages: list[dict[str, str]], raw: str, problem: str) -> list[dic
     ]
 
 
-def cache_key(model: str, question: str, text: str) -> str:
-    payload = "\x00".join((model, RUBRIC_VERSION, question, text))
+def cache_key(model: str, question: str, text: str, rubric: str = RUBRIC_VERSION) -> str:
+    """The cache key of one judgement; another rubric is another key, so a changed rubric re-judges."""
+    payload = "\x00".join((model, rubric, question, text))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
