@@ -7,9 +7,9 @@ Every string has a `maxLength`: an endpoint that enforces the schema (vLLM, `ore
 keeps each piece inside its role's token cap, so a reply is never cut off mid-object. Lengths,
 not counted regex patterns: xgrammar checks `{40,500}`-style repetitions ~60x slower per token
 (15 ms against 0.2 ms here), and it ignores min/maxLength beside a `pattern`. Subtasks and
-queries (short, so a token cap bounds them) carry a cheap pattern instead (a fixed minimum, then
-an open run) that keeps out `<`, `>` and brackets: a small model otherwise copies the prompt's
-`<a question on one aspect>` into the list or `<short keyword query>` into a search. Sources are cited by number (`[1, 3]`) rather than by URL: a number out of
+queries, short strings, carry a bounded pattern instead (8 and 0.6 ms a token measured) that
+keeps out `<`, `>` and brackets: a small model otherwise copies the prompt's `<a question on one
+aspect>` into the list or `<short keyword query>` into a search. Sources are cited by number (`[1, 3]`) rather than by URL: a number out of
 range cannot be written at all.
 
 The worker's step file lists one object per action under `variants`; `step_schema` offers only
