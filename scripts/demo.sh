@@ -49,9 +49,9 @@ echo "== workspace"
 $ORES ws status
 $ORES ws sql "select id, status, valid, n_subtasks, n_tool_calls, prompt_tokens + completion_tokens as tokens, round(seconds) as s from traces order by id"
 
-echo "== the embedded judge on every trace: the same filter with two rules off (a 135M teacher's"
-echo "   reports repeat themselves and cite few pages, so those rules reject them before the judge)"
-$ORES filter --config recipes/synth/embedded-cpu.yaml --disable repetition,sources > /dev/null
+echo "== the embedded judge on every trace: the same filter with three rules off (a 135M teacher's"
+echo "   reports are short, repeat themselves and cite few pages, so those rules reject them before the judge)"
+$ORES filter --config recipes/synth/embedded-cpu.yaml --disable repetition,sources,length > /dev/null
 
 echo "== measured: who wrote each piece, the embedded judge, wall time"
 $ORES trace stats "$ORES_WS/traces.jsonl"

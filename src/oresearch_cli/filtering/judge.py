@@ -55,7 +55,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "properties": {
                 "score": {"type": "integer", "minimum": 0, "maximum": 10},
-                "reason": {"type": "string", "minLength": 5, "maxLength": 160},
+                "reason": {"type": "string", "minLength": 5, "maxLength": 120},
             },
             "required": ["score", "reason"],
             "additionalProperties": False,
