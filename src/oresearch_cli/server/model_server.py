@@ -62,9 +62,9 @@ class ServeOptions:
     gpu_memory_utilization: float | None = None
     # both: a torch dtype name ("float32", "bfloat16") or None for the checkpoint's own
     dtype: str | None = None
-    # transformers only: batch concurrent requests (paged attention). Parallel subtasks send several
-    # calls at once. SmolLM2 on 2 CPU cores, 8 concurrent calls with short prompts: 8 tok/s in all
-    # one at a time, 26 tok/s batched; 4 calls with ~550-token prompts: 6.9 vs 9.1 tok/s.
+    # CPU server only: decode concurrent requests together (server/engine.py); off means one at a
+    # time. Parallel subtasks send several calls at once: SmolLM2 on 2 CPU cores, 4 at once ran
+    # 1.69x the tokens/s of one at a time (benchmarks/bench_constrained.py).
     continuous_batching: bool = True
     # passed through verbatim after the built arguments
     extra_args: tuple[str, ...] = ()
