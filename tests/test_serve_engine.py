@@ -38,16 +38,20 @@ with torch.inference_mode():
 async def run(stagger):
     engine = Engine(model, tokenizer, max_batch=8)
     engine.start()
-    requests = []
+    requests, first = [], {}
     for ids, n in zip(encoded, lengths):
         request = GenerationRequest(ids, SamplingParams(max_tokens=n, temperature=0))
         requests.append(request)
         engine.submit(request)
-        if stagger:
-            await asyncio.sleep(0.05)  # later rows join a running batch
+        if stagger:  # the next row joins once this one is decoding: a running batch, whatever the speed
+            first[id(request)] = await request.events.get()
     texts = []
     for request in requests:
-        parts = []
+        early = first.get(id(request))
+        if early is not None and not isinstance(early, Delta):  # it ended on its first token
+            texts.append("")
+            continue
+        parts = [early.text] if early is not None else []
         while True:
             event = await request.events.get()
             if isinstance(event, Delta):
