@@ -84,10 +84,21 @@ def _spotcheck_of(ws: Workspace, filtered_run: str) -> tuple[set[str], dict[str,
     return rejected, gate
 
 
-def export_accepted(
-    ws_path: str | Path, out_dir: Path, filtered_run: str | None = None, ignore_gate: bool = False
-) -> ExportResult:
-    ws = Workspace.open(ws_path, create=False)
+@dataclass
+class AcceptedSet:
+    """The accepted traces of one filter run: its verdict rows, the accepted ones (minus human
+    rejections), and the spot-check gate on it."""
+
+    filtered_run: str
+    rows: list[dict[str, Any]]
+    accepted: list[dict[str, Any]]
+    rejected: set[str]
+    gate: dict[str, Any] | None
+
+
+def accepted_set(ws: Workspace, filtered_run: str | None = None, ignore_gate: bool = False) -> AcceptedSet:
+    """What `ores export` and `ores sft` train on. A batch the spot-check gate holds is refused
+    unless `ignore_gate`."""
     from oresearch_cli.stages.filter import filtered_artifact
 
     artifact = filtered_artifact(ws, filtered_run)
@@ -100,6 +111,15 @@ def export_accepted(
         )
     rows = ws.read_artifact(artifact)
     accepted = [r for r in rows if r.get("verdict") == "accepted" and str(r["id"]) not in rejected]
+    return AcceptedSet(artifact.run_id, rows, accepted, rejected, gate)
+
+
+def export_accepted(
+    ws_path: str | Path, out_dir: Path, filtered_run: str | None = None, ignore_gate: bool = False
+) -> ExportResult:
+    ws = Workspace.open(ws_path, create=False)
+    found = accepted_set(ws, filtered_run, ignore_gate)
+    rows, accepted, rejected, gate = found.rows, found.accepted, found.rejected, found.gate
     records = [
         AcceptedRecord(
             id=str(r["id"]),
@@ -109,7 +129,7 @@ def export_accepted(
             report=r.get("report"),
             judge_overall=r.get("judge_overall"),
             judge_scores=r.get("judge_scores"),
-            source_run=artifact.run_id,
+            source_run=found.filtered_run,
             models=r.get("models"),
         ).to_row()
         for r in accepted
@@ -117,17 +137,17 @@ def export_accepted(
     out_dir = Path(out_dir)
     (out_dir / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(to_table(records, AcceptedRecord), out_dir / DATA_FILE)
-    filter_run = ws.get_run(artifact.run_id)
+    filter_run = ws.get_run(found.filtered_run)
     (out_dir / "README.md").write_text(
         dataset_card(rows, records, filter_run.config, gate, len(rejected & {str(r["id"]) for r in rows})),
         encoding="utf-8",
     )
     with ws.start_run(
-        EXPORT, {"filtered_run": artifact.run_id, "out": str(out_dir)}, [artifact.run_id]
+        EXPORT, {"filtered_run": found.filtered_run, "out": str(out_dir)}, [found.filtered_run]
     ) as run:
         for record in records:
             run.append(record)
-    return ExportResult(out_dir, len(records), artifact.run_id, len(rejected), gate)
+    return ExportResult(out_dir, len(records), found.filtered_run, len(rejected), gate)
 
 
 def _size_category(n: int) -> str:
