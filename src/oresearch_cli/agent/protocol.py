@@ -15,6 +15,7 @@ from importlib import resources
 from oresearch_cli.agent.prompts import DEFAULT_LANGUAGE, PACKAGE
 
 FOLDER = "prompts/single"
+DEFAULT_SYSTEM_MARK = "{#- ores: the single-model protocol's system prompt by default -#}"
 
 
 @cache
@@ -47,3 +48,19 @@ def protocol_version() -> str:
     for language in protocol_languages():
         digest.update(f"{language}\0{system_prompt(language)}\0".encode())
     return digest.hexdigest()[:12]
+
+
+def with_default_system_prompt(chat_template: str, language: str | None = DEFAULT_LANGUAGE) -> str:
+    """`chat_template` that puts the protocol's system prompt first when a request has no system
+    message. Saved into a trained model's tokenizer, so every server that applies the model's
+    template (ours, vLLM, transformers) prompts it the way it was trained, even for a client that
+    sends only the question. A request with its own system message is left as it is."""
+    if DEFAULT_SYSTEM_MARK in chat_template:
+        return chat_template  # a model trained from an ores model: its template has it already
+    prompt = system_prompt(language).replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n")
+    header = (
+        DEFAULT_SYSTEM_MARK + "{%- if messages and messages[0]['role'] != 'system' -%}"
+        f"{{%- set messages = [{{'role': 'system', 'content': '{prompt}'}}] + messages -%}}"
+        "{%- endif -%}"
+    )
+    return header + chat_template

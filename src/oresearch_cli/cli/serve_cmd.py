@@ -22,7 +22,7 @@ def serve(
         typer.Option(
             "--model",
             help="Checkpoint directory (config.json + weights), a .gguf file (converted into the workspace's "
-            "models/), or a name under models/. Default: the embedded SmolLM2-135M-Instruct.",
+            "models/), a name under models/, or an `ores sft` run id. Default: the embedded SmolLM2-135M-Instruct.",
         ),
     ] = None,
     backend: Annotated[
@@ -195,6 +195,14 @@ def _serve_model(
         port = check_port(host, port)
     if model is None and not dry_run:
         _say("ores serve: preparing the embedded SmolLM2-135M-Instruct (converted once into models/) ...")
+    if (
+        model is not None
+        and not Path(model).expanduser().exists()
+        and not (workspace.models_dir / model).exists()
+    ):
+        from oresearch_cli.train.sft import model_of_run
+
+        model = model_of_run(workspace, model) or model  # an sft run id: the model it trained
     checkpoint = resolve_model(model, workspace.models_dir, prepare=not dry_run)
     options = ServeOptions(
         host=host,
@@ -232,10 +240,6 @@ def _serve_model(
         _say("ores serve: point clients at it with:")
         for line in env_lines:
             _say(f"  {line}")
-        if plan.backend == "transformers":
-            _say(
-                "ores serve: note: the transformers backend ignores response_format (JSON schema); vLLM honours it"
-            )
         _say("ores serve: Ctrl-C to stop")
         code = server.wait()
         raise OresError(

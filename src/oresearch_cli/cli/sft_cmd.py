@@ -1,0 +1,243 @@
+"""`ores sft`: parse options, resolve the recipe, launch or train through train.sft, print progress."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from oresearch_cli.cli import app
+from oresearch_cli.cli.common import FieldOption, WsOption, default_ws, err
+
+
+@app.command()
+def sft(
+    traces: Annotated[
+        str | None,
+        typer.Argument(
+            help="Traces to train on: a JSONL/Parquet file, an `ores export` dir, '-' for JSONL on stdin; "
+            "default: the workspace's accepted set."
+        ),
+    ] = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option(
+            "--recipe",
+            "--config",
+            help="Recipe YAML: an `sft:` section of trl.SFTConfig keys plus an `ores:` block.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Base model: a checkpoint dir, a models/ name, a hub id, or `embedded`."
+        ),
+    ] = None,
+    field: FieldOption = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", min=16, help="Tokens per example (TRL max_length).")
+    ] = None,
+    overlong: Annotated[
+        str | None,
+        typer.Option("--overlong", help="A trace over --max-length: drop, or truncate at a step boundary."),
+    ] = None,
+    packing: Annotated[
+        bool | None, typer.Option("--packing/--no-packing", help="Pack examples into full sequences (TRL).")
+    ] = None,
+    eval_split: Annotated[
+        float | None,
+        typer.Option("--eval-split", min=0.0, max=0.5, help="Share of questions held out for eval loss."),
+    ] = None,
+    lora_r: Annotated[
+        int | None, typer.Option("--lora-r", min=0, help="LoRA rank; 0 is full fine-tuning.")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option("--epochs", min=0.0, help="num_train_epochs.")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", min=0.0)] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
+    ] = None,
+    save_steps: Annotated[
+        int | None, typer.Option("--save-steps", min=1, help="Checkpoint every N steps.")
+    ] = None,
+    report_to: Annotated[
+        str | None, typer.Option("--report-to", help="none, tensorboard, wandb, trackio (when installed).")
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The model's folder under models/. Default: sft-<config hash>."),
+    ] = None,
+    ignore_gate: Annotated[
+        bool | None, typer.Option("--ignore-gate", help="Train on a batch the spot-check gate holds.")
+    ] = None,
+    accelerate_config: Annotated[
+        str | None, typer.Option("--accelerate-config", help="Launch through accelerate with this config.")
+    ] = None,
+    num_processes: Annotated[int | None, typer.Option("--num-processes", min=1)] = None,
+    num_machines: Annotated[int | None, typer.Option("--num-machines", min=1)] = None,
+    machine_rank: Annotated[int | None, typer.Option("--machine-rank", min=0)] = None,
+    main_process_ip: Annotated[str | None, typer.Option("--main-process-ip")] = None,
+    main_process_port: Annotated[int | None, typer.Option("--main-process-port", min=0, max=65535)] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print the resolved config, data and launch command; train nothing."),
+    ] = False,
+    ws: WsOption = default_ws(),
+) -> None:
+    """Fine-tune one model to write whole traces (subtasks, steps, tool calls, report) from the
+    question alone, on TRL's SFTTrainer; loss only on what the model wrote (observations masked)."""
+    from oresearch_cli.config import load_recipe
+    from oresearch_cli.train import launch as launching
+    from oresearch_cli.train.settings import resolve_sft
+
+    loaded = load_recipe(recipe)
+    trl_flags = {
+        "max_length": max_length,
+        "packing": packing,
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "max_steps": max_steps,
+        "save_steps": save_steps,
+        "report_to": report_to,
+    }
+    launch_flags = {
+        "accelerate_config": accelerate_config,
+        "num_processes": num_processes,
+        "num_machines": num_machines,
+        "machine_rank": machine_rank,
+        "main_process_ip": main_process_ip,
+        "main_process_port": main_process_port,
+    }
+    ores_flags: dict[str, Any] = {
+        "model": model,
+        "traces": traces,
+        "field": field,
+        "overlong": overlong,
+        "eval_split": eval_split,
+        "name": name,
+        "ignore_gate": ignore_gate,
+        "lora": {"r": lora_r} if lora_r is not None else None,
+        "launch": {k: v for k, v in launch_flags.items() if v is not None} or None,
+    }
+    resolved = resolve_sft(loaded, trl_flags, ores_flags)
+    settings = resolved.ores.launch
+    if launching.needs_launcher(settings) and not launching.inside_launcher(os.environ):
+        launching.check(settings, where=loaded.where)
+        # Every rank runs `ores sft` with the same arguments; a dry run shows that command.
+        argv = [a for a in sys.argv[2:] if a != "--dry-run"]
+        command = launching.launch_command(settings, ["sft", *argv], where=loaded.where)
+        if dry_run:
+            _print_resolved(resolved)
+            err.print(
+                "[bold]launch:[/bold] " + launching.shell_line(command), highlight=False, soft_wrap=True
+            )
+            print(launching.shell_line(command))
+            return
+        err.print(
+            f"ores sft: launching {settings.num_processes or 'all GPUs'} processes: {launching.shell_line(command)}"
+        )
+        raise typer.Exit(subprocess.call(command))
+    _train(resolved, loaded.where, ws, dry_run)
+
+
+def _print_resolved(resolved: Any) -> None:
+    import yaml
+
+    err.print("[bold]resolved sft config:[/bold]")
+    sys.stderr.write(yaml.safe_dump({"sft": resolved.to_dict()}, sort_keys=False, allow_unicode=True))
+
+
+def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
+    from oresearch_cli.train import sft as stage
+    from oresearch_cli.train.inputs import load_traces
+    from oresearch_cli.workspace import Workspace
+
+    ores = resolved.ores
+    workspace = Workspace.open(ws_path, create=ores.traces is not None)
+    source = load_traces(
+        workspace, ores.traces, field=ores.field, filtered_run=ores.filtered_run, ignore_gate=ores.ignore_gate
+    )
+    plan = stage.plan_sft(
+        workspace, resolved, where, input_name=source.name, input_ids=[item.id for item in source.items]
+    )
+    state = stage.check_output_dir(plan)
+    tokenizer = stage.load_tokenizer(plan.model_path)
+    data = stage.prepare_data(plan, tokenizer, source.items, source.name)
+    if source.n_without_trace:
+        err.print(f"ores sft: {source.n_without_trace} rows of {source.name} have no trace and were left out")
+    err.print(f"ores sft: {data.summary()}")
+    if dry_run:
+        _print_resolved(resolved)
+        what = {"done": "already trained (a run would do nothing)", "resume": "a run resumes there"}.get(
+            state or "", "new"
+        )
+        err.print(
+            f"ores sft: base model {plan.model_path}; output {plan.output_dir} ({what}); config {plan.config_hash}"
+        )
+        return
+    if state == "resume":
+        err.print(f"ores sft: resuming the interrupted run in {plan.output_dir}")
+    with _Progress() as progress:
+        result = stage.run_sft(workspace, plan, data, on_log=progress.log)
+    record = result.record
+    if result.skipped:
+        err.print(
+            f"ores sft: this config is already trained in {plan.output_dir}; nothing to do "
+            "(change a setting or --name to train again)"
+        )
+    for note in result.notes:
+        err.print(f"ores sft: {note}")
+    if not stage.is_main_process():
+        return
+    eval_part = f", eval loss {record.eval_loss:.4f}" if record.eval_loss is not None else ""
+    loss_part = f"train loss {record.train_loss:.4f}" if record.train_loss is not None else "no loss logged"
+    err.print(
+        f"ores sft: {record.method} fine-tuning of {record.base_model}: {record.steps} steps, "
+        f"{record.tokens_seen:,} tokens seen, {loss_part}{eval_part}, {record.seconds:.0f} s"
+    )
+    err.print(
+        f"ores sft: model saved in {workspace.root / record.path}; serve it with `ores serve --model {record.id}`"
+    )
+
+
+class _Progress:
+    """A rich progress bar on a terminal; one plain line per logging step otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), console=err,
+            )  # fmt: skip
+            self._bar.start()
+        return self
+
+    def log(self, line: dict[str, Any]) -> None:
+        parts = [f"step {line['step']}/{line['max_steps']}"]
+        for key, label in (("loss", "loss"), ("eval_loss", "eval loss"), ("learning_rate", "lr")):
+            if key in line:
+                parts.append(f"{label} {line[key]:.4g}")
+        parts.append(f"{line['tokens_seen']:,} tokens")
+        if line.get("seconds"):
+            parts.append(f"{line['tokens_seen'] / line['seconds']:.0f} tok/s")
+        info = " | ".join(parts)
+        if self._bar is None:
+            err.print(f"sft {info}", highlight=False)
+            return
+        if self._task is None:
+            self._task = self._bar.add_task("sft", total=line["max_steps"], info="")
+        self._bar.update(self._task, completed=line["step"], info=info)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,111 @@
+"""Which traces `ores sft` trains on: the workspace's accepted set, a file of traces, or an
+`ores export` directory; `-` reads JSONL on stdin.
+
+Every source gives `TraceItem`s (seed id, question, language, trace text) plus a name for the
+run's `inputs` in the catalog. A source with nothing to train on is an error, not an empty run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from oresearch_cli.errors import InputError
+from oresearch_cli.records import (
+    ID_FIELDS,
+    LANGUAGE_FIELDS,
+    QUESTION_FIELDS,
+    STDIN,
+    TRACE_FIELDS,
+    Record,
+    find_field,
+    pick_field,
+    read_records,
+    source_name,
+)
+from oresearch_cli.train.examples import TraceItem
+from oresearch_cli.workspace import Workspace
+
+EXPORT_DATA = "data"  # `ores export DIR` writes DIR/data/*.parquet
+
+
+@dataclass(frozen=True)
+class TraceSource:
+    items: list[TraceItem]
+    name: str  # what the catalog records as the run's input: a filter run id or a file
+    n_rows: int  # rows read, before rows without a trace were left out
+    n_without_trace: int
+
+
+def load_traces(
+    ws: Workspace,
+    source: str | None = None,
+    *,
+    field: str | None = None,
+    filtered_run: str | None = None,
+    ignore_gate: bool = False,
+) -> TraceSource:
+    """The traces of `source` (None: the workspace's accepted set)."""
+    if source is None:
+        return _accepted(ws, filtered_run, ignore_gate)
+    if source != STDIN and Path(source).is_dir():
+        return _export_dir(Path(source), field)
+    if source != STDIN and not Path(source).exists():
+        raise InputError(
+            f"{source}: no such file; pass a JSONL/Parquet of traces, an `ores export` dir, or '-'"
+        )
+    return _from_records(read_records(source), source_name(source), field)
+
+
+def _accepted(ws: Workspace, filtered_run: str | None, ignore_gate: bool) -> TraceSource:
+    from oresearch_cli.export.hf import accepted_set
+
+    found = accepted_set(ws, filtered_run, ignore_gate)
+    items = [_item(row, "trace", f"filter run {found.filtered_run}") for row in found.accepted]
+    kept = [item for item in items if item is not None]
+    if not kept:
+        raise InputError(
+            f"filter run {found.filtered_run}: no accepted traces ({len(found.rows)} judged); "
+            "synthesize more, loosen the filter (`ores filter --disable ...`), or pass a traces file"
+        )
+    return TraceSource(kept, found.filtered_run, len(items), len(items) - len(kept))
+
+
+def _export_dir(root: Path, field: str | None) -> TraceSource:
+    files = sorted((root / EXPORT_DATA).glob("*.parquet"))
+    if not files:
+        raise InputError(
+            f"{root}: not an `ores export` directory (no {EXPORT_DATA}/*.parquet); pass its path"
+        )
+    records = [r for path in files for r in read_records(path)]
+    return _from_records(records, str(root), field)
+
+
+def _from_records(records: list[Record], name: str, field: str | None) -> TraceSource:
+    if not records:
+        raise InputError(f"{name}: no rows; pass a file with one trace per row")
+    trace_field = pick_field(records, field, TRACE_FIELDS, name)
+    question_field = pick_field(records, None, QUESTION_FIELDS, name, exclude=(trace_field,))
+    items = [_item(r.data, trace_field, r.origin, question_field) for r in records]
+    kept = [item for item in items if item is not None]
+    if not kept:
+        raise InputError(
+            f"{name}: every {trace_field!r} is empty; pass --field with the column holding the traces"
+        )
+    return TraceSource(kept, name, len(items), len(items) - len(kept))
+
+
+def _item(data: dict, trace_field: str, origin: str, question_field: str = "question") -> TraceItem | None:
+    trace = data.get(trace_field)
+    if not isinstance(trace, str) or not trace.strip():
+        return None
+    question = data.get(question_field)
+    if not isinstance(question, str) or not question.strip():
+        raise InputError(f"{origin}: no question beside the trace; add a `question` field")
+    id_field = find_field(data, ID_FIELDS)
+    language_field = find_field(data, LANGUAGE_FIELDS)
+    from oresearch_cli.stages.seed import content_id
+
+    item_id = str(data[id_field]) if id_field and data[id_field] not in (None, "") else content_id(question)
+    language = str(data[language_field]) if language_field and data[language_field] else None
+    return TraceItem(item_id, question.strip(), language, trace)
