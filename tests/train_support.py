@@ -53,7 +53,7 @@ def training_texts() -> list[str]:
     English words get merges of their own, as in a real tokenizer."""
     from oresearch_cli.agent.protocol import system_prompt
 
-    example = (Path(__file__).parents[2] / "shared" / "examples" / "trace_example.txt")
+    example = Path(__file__).parents[2] / "shared" / "examples" / "trace_example.txt"
     texts = [system_prompt("en"), system_prompt("zh")]
     if example.exists():
         texts += example.read_text(encoding="utf-8").splitlines()

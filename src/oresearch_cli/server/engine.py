@@ -14,8 +14,11 @@ mask hides the padding and each row gets its own position ids. Models whose cach
 plain full-attention layers (sliding windows, state-space layers) run one request at a time.
 
 Results go back to the asyncio side as events on the request's queue (`Delta`, then one `Done`),
-delivered with `loop.call_soon_threadsafe`. A request whose client went away is `cancel()`ed and
-leaves the batch at the next step: no generation keeps running for nobody.
+delivered with `loop.call_soon_threadsafe`. `Done` also carries the generated token ids, each
+one's log probability and the stop string that ended the request, so an in-process caller (the
+single-model research loop, RL rollouts) gets ids and log probs without re-tokenizing the text.
+A request whose client went away is `cancel()`ed and leaves the batch at the next step: no
+generation keeps running for nobody.
 """
 
 from __future__ import annotations
@@ -56,12 +59,23 @@ class Delta:
 
 @dataclass(frozen=True)
 class Done:
-    """The end of a request: why it finished, the token counts, and an error message if it failed."""
+    """The end of a request: why it finished, the token counts, and an error message if it failed.
+
+    `token_ids` are the generated tokens (the end-of-sequence token that finished a request is not
+    among them); a token that completed a stop string is, even when its text runs past the stop
+    string, which the `Delta`s never show. `logprobs[i]` is the log probability of `token_ids[i]`
+    under the model's raw distribution (log-softmax of the logits at temperature 1, before top-p
+    and any grammar mask), as vLLM reports by default: the policy's own probability, whatever the
+    sampling settings. `stop` is the stop string that ended the request, if one did.
+    """
 
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
     error: str | None = None
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[float, ...] = ()
+    stop: str | None = None
 
 
 class GenerationRequest:
@@ -100,6 +114,7 @@ class _Row:
     request: GenerationRequest
     last_token: int = -1
     tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
     sent: int = 0  # characters of the decoded text already emitted
     matcher: Any | None = None
     generator: Any | None = None
@@ -327,6 +342,9 @@ class Engine:
 
     def _choose(self, rows: list[_Row], logits: Any) -> None:
         """Pick each row's next token (grammar-masked, sampled) and emit what it adds."""
+        # the normalizer of the raw distribution, before a grammar mask changes the logits: one
+        # reduction over the batch, then one subtraction per row for the chosen token's log prob
+        log_norm = self.torch.logsumexp(logits, dim=-1)
         matchers = {i: row.matcher for i, row in enumerate(rows) if row.matcher is not None}
         constrained = list(matchers)
         if constrained and self.grammars is not None:
@@ -339,7 +357,8 @@ class Engine:
                 self._finish(row, FINISH_CANCELLED)
                 continue
             token = self._sample(logits[i], row)
-            self._advance(row, token)
+            # a mask only sets other tokens to -inf: the chosen token's logit is still the raw one
+            self._advance(row, token, float(logits[i, token] - log_norm[i]))
 
     def _sample(self, logits: Any, row: _Row) -> int:
         torch = self.torch
@@ -354,7 +373,7 @@ class Engine:
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
-    def _advance(self, row: _Row, token: int) -> None:
+    def _advance(self, row: _Row, token: int, logprob: float) -> None:
         params = row.request.params
         if row.matcher is not None:
             if not row.matcher.accept_token(token):
@@ -367,13 +386,14 @@ class Engine:
             self._end(row)
             return
         row.tokens.append(token)
+        row.logprobs.append(logprob)
         row.last_token = token
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         if params.stop:
             hit = _first_stop(text, params.stop, max(0, row.sent - max(map(len, params.stop))))
             if hit is not None:
-                self._send(row, text[:hit], final=True)
-                self._finish(row, FINISH_STOP)
+                self._send(row, text[: hit[0]], final=True)
+                self._finish(row, FINISH_STOP, stop=hit[1])
                 return
         if len(row.tokens) >= params.max_tokens:
             self._send(row, text, final=True)
@@ -398,17 +418,29 @@ class Engine:
             row.request._emit(Delta(text[row.sent : end]))
             row.sent = end
 
-    def _finish(self, row: _Row, reason: str, *, error: str | None = None) -> None:
+    def _finish(self, row: _Row, reason: str, *, error: str | None = None, stop: str | None = None) -> None:
         if row.finished is not None:
             return
         self.stats.completion_tokens += len(row.tokens)
-        row.finished = Done(reason, len(row.request.prompt_ids), len(row.tokens), error)
+        row.finished = Done(
+            reason,
+            len(row.request.prompt_ids),
+            len(row.tokens),
+            error,
+            token_ids=tuple(row.tokens),
+            logprobs=tuple(row.logprobs),
+            stop=stop,
+        )
         row.request._emit(row.finished)
 
 
-def _first_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:
-    found = [i for i in (text.find(stop, start) for stop in stops if stop) if i >= 0]
-    return min(found) if found else None
+def _first_stop(text: str, stops: tuple[str, ...], start: int) -> tuple[int, str] | None:
+    """(where, which) of the earliest stop string in `text` from `start`; the longer one at a tie."""
+    found = [(i, -len(stop), stop) for stop in stops if stop and (i := text.find(stop, start)) >= 0]
+    if not found:
+        return None
+    at, _, stop = min(found)
+    return at, stop
 
 
 def _default_sampling(config: Any) -> tuple[float, float]:
