@@ -32,6 +32,7 @@ sft:
   learning_rate: 3.0e-3
   lr_scheduler_type: constant
   max_length: 4096
+  activation_checkpointing: false
   ores:
     eval_split: 0.2
 """
@@ -160,6 +161,14 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(setup: Path) -> None:
     assert row["steps"] == 40 and row["resumed_from"].startswith("checkpoint-")
     steps = [step for step, _ in json.loads(row["loss_curve"])]
     assert steps == list(range(1, 41))  # the curve from before the kill is kept, no step twice
+
+
+def test_packing_runs_through_trl(setup: Path) -> None:
+    done = sft(setup, "--packing", "--max-steps", "2", "--max-length", "2048", ws="ws-packed")
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = models_rows(setup, "ws-packed")
+    assert row["steps"] == 2 and row["tokens_seen"] > 0
+    assert json.loads(row["loss_curve"])[0][1] > 0
 
 
 def _one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
