@@ -15,21 +15,8 @@ $ORES corpus build wiki-offline --name wiki
 $ORES tools search "photosynthesis light reactions | chloroplast&serp_num=4" --search local:wiki
 
 echo "== serve: the embedded SmolLM2-135M-Instruct on the CPU (converted once into $ORES_WS/models/)"
-$ORES serve --port "$PORT" 2> "$ORES_WS/serve.log" &
-SERVER=$!
-# `ores serve` stops its server process with it on SIGTERM (a background job ignores SIGINT);
-# do that however this script ends.
-trap 'kill -TERM $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
-until grep -q "Ctrl-C to stop" "$ORES_WS/serve.log"; do
-    if ! kill -0 "$SERVER" 2>/dev/null; then
-        cat "$ORES_WS/serve.log" >&2
-        echo "demo: ores serve did not start (log above)" >&2
-        exit 1
-    fi
-    sleep 1
-done
-grep -E "ready:|export " "$ORES_WS/serve.log"
-eval "$(grep -E '^ *export ' "$ORES_WS/serve.log")"
+source scripts/serve_embedded.sh
+start_embedded_server "$PORT" "$ORES_WS/serve.log"
 
 echo "== seed: five questions the Wikipedia summaries can answer"
 $ORES seed data/demo/questions.jsonl

@@ -24,7 +24,7 @@ TRACE = json.loads((FIXTURES / "synth_trace_smollm2.json").read_text(encoding="u
 _RUNS = r"""
 import json, sys
 from transformers import AutoTokenizer
-from oresearch_cli.errors import ConfigError
+from oresearch_cli.errors import OresError
 from oresearch_cli.train.examples import IGNORE, ChatFormat, Dropped, TraceItem, build_example, segment_spans
 
 path, item = sys.argv[1], json.loads(open(sys.argv[2]).read())
@@ -56,7 +56,7 @@ tokenizer.chat_template = None
 try:
     ChatFormat(tokenizer, name="model m")
     no_template = None
-except ConfigError as exc:
+except OresError as exc:
     no_template = str(exc)
 print(json.dumps({
     "segments": segment_spans(item["trace"]), "end_of_turn": fmt.end_of_turn,

@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from oresearch_cli.errors import OresError
 from oresearch_cli.llm.redact import redact, safe_url
@@ -199,7 +199,34 @@ def _context_length_of(folder: Path) -> int | None:
     return None
 
 
-class EndpointGenerator:
+class _TokenizesLocally:
+    """What both generators share: tokens come from a local `ChatTokenizer`, and `async with`
+    closes the generator."""
+
+    tokenizer: ChatTokenizer
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return self.tokenizer.prompt_ids(messages)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+
+class EndpointGenerator(_TokenizesLocally):
     """Continues turns through an OpenAI-compatible `/v1/completions` (vLLM, `ores serve`).
 
         gen = EndpointGenerator("http://127.0.0.1:8000/v1", "my-model", tokenizer="models/my-model")
@@ -236,23 +263,6 @@ class EndpointGenerator:
         self.max_retries = max_retries
         self.token_logprobs = token_logprobs
         self._client: openai.AsyncOpenAI | None = None
-
-    async def __aenter__(self) -> EndpointGenerator:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        return self.tokenizer.prompt_ids(messages)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids)
 
     def _get_client(self) -> openai.AsyncOpenAI:
         if self._client is None:
@@ -359,7 +369,7 @@ class EndpointGenerator:
         return ids, tuple(float(v) for v in values)
 
 
-class EngineGenerator:
+class EngineGenerator(_TokenizesLocally):
     """Continues turns on an in-process `Engine`; many loops may share one (their turns are batched).
 
     The engine must be started (`engine.start()`); `load_engine_generator` loads a checkpoint and
@@ -381,23 +391,6 @@ class EngineGenerator:
         known = [n for n in (engine.context_length, engine.cache_tokens) if n]
         self.context_length: int | None = min(known) if known else None
         self._owns = owns
-
-    async def __aenter__(self) -> EngineGenerator:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    def prompt_ids(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
-        return self.tokenizer.prompt_ids(messages)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids)
 
     async def aclose(self) -> None:
         if self._owns:

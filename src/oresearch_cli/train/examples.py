@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from oresearch_cli.agent.generators import ChatTokenizer
 from oresearch_cli.agent.protocol import messages as protocol_messages
-from oresearch_cli.errors import ConfigError
 from oresearch_cli.trace import parse, render, to_segments
 
 IGNORE = -100
@@ -61,18 +61,14 @@ class Dropped:
     n_tokens: int = 0
 
 
-class ChatFormat:
-    """A tokenizer's chat template, checked once: the prompt ids of a question and the text that
-    ends an assistant turn (`<|im_end|>` for SmolLM2 and Qwen2)."""
+class ChatFormat(ChatTokenizer):
+    """A tokenizer used as the research loop uses it (`agent.generators.ChatTokenizer`: the chat
+    template rendered as text, every segment encoded without special tokens), plus what training
+    needs: the protocol prompt of a question and the text that ends an assistant turn
+    (`<|im_end|>` for SmolLM2 and Qwen2)."""
 
     def __init__(self, tokenizer: Any, *, name: str = "tokenizer") -> None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ConfigError(
-                f"{name}: the tokenizer has no chat template; use an instruct model's tokenizer or set "
-                "`chat_template` in its tokenizer_config.json"
-            )
-        self.tokenizer = tokenizer
-        self.name = name
+        super().__init__(tokenizer, name=name)
         self.end_of_turn = self._end_of_turn()
         self.end_ids = self.encode(self.end_of_turn) if self.end_of_turn else []
 
@@ -83,18 +79,13 @@ class ChatFormat:
         # The end-of-turn marker without the newline templates add between turns.
         return after.rstrip() if found else ""
 
-    def encode(self, text: str) -> list[int]:
-        return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
-
-    def prompt_ids(self, question: str, language: str | None) -> list[int]:
-        text = self.tokenizer.apply_chat_template(
-            protocol_messages(question, language), add_generation_prompt=True, tokenize=False
-        )
-        return self.encode(text)
+    def question_ids(self, question: str, language: str | None) -> list[int]:
+        """The prompt of one episode: the protocol's system prompt and the question."""
+        return self.prompt_ids(protocol_messages(question, language))
 
     def min_prompt_tokens(self, language: str | None = None) -> int:
         """The prompt of an empty question: what `max_length` must exceed before anything fits."""
-        return len(self.prompt_ids("", language))
+        return len(self.question_ids("", language))
 
 
 def segment_spans(trace_text: str) -> list[tuple[str, bool]]:
@@ -107,7 +98,7 @@ def build_example(
     fmt: ChatFormat, item: TraceItem, max_length: int, overlong: Overlong = "truncate"
 ) -> Example | Dropped:
     """The tokenized example of `item`, or why it was left out."""
-    prompt = fmt.prompt_ids(item.question, item.language)
+    prompt = fmt.question_ids(item.question, item.language)
     if len(prompt) >= max_length:
         return Dropped(item.id, "prompt-overlong", len(prompt))
     spans = segment_spans(item.trace)
