@@ -56,7 +56,9 @@ def sft(
         int | None, typer.Option("--lora-r", min=0, help="LoRA rank; 0 is full fine-tuning.")
     ] = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.0, help="num_train_epochs.")] = None,
-    learning_rate: Annotated[float | None, typer.Option("--learning-rate", min=0.0)] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", min=0.0, help="Peak learning rate.")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
     ] = None,
@@ -76,11 +78,21 @@ def sft(
     accelerate_config: Annotated[
         str | None, typer.Option("--accelerate-config", help="Launch through accelerate with this config.")
     ] = None,
-    num_processes: Annotated[int | None, typer.Option("--num-processes", min=1)] = None,
-    num_machines: Annotated[int | None, typer.Option("--num-machines", min=1)] = None,
-    machine_rank: Annotated[int | None, typer.Option("--machine-rank", min=0)] = None,
-    main_process_ip: Annotated[str | None, typer.Option("--main-process-ip")] = None,
-    main_process_port: Annotated[int | None, typer.Option("--main-process-port", min=0, max=65535)] = None,
+    num_processes: Annotated[
+        int | None, typer.Option("--num-processes", min=1, help="Processes on all machines together.")
+    ] = None,
+    num_machines: Annotated[
+        int | None, typer.Option("--num-machines", min=1, help="Nodes of a multi-node run.")
+    ] = None,
+    machine_rank: Annotated[
+        int | None, typer.Option("--machine-rank", min=0, help="This node's rank (0 is the main node).")
+    ] = None,
+    main_process_ip: Annotated[
+        str | None, typer.Option("--main-process-ip", help="Node 0's address, reachable from every node.")
+    ] = None,
+    main_process_port: Annotated[
+        int | None, typer.Option("--main-process-port", min=0, max=65535, help="Node 0's rendezvous port.")
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the resolved config, data and launch command; train nothing."),

@@ -213,14 +213,20 @@ def plan_sft(
 
 def check_output_dir(plan: SftPlan) -> str | None:
     """'done' when this config already trained into the folder, 'resume' when a run of it was
-    interrupted there, None when the folder is new. Another run's folder is refused."""
+    interrupted there, None when the folder is new. Another run's folder is refused.
+
+    Every rank of a launched run asks, while rank 0 may be claiming the folder: a folder that
+    holds only the run file being written (`ores-run.json.tmp`, before its atomic rename) is new."""
     out = plan.output_dir
     if out.is_file():
         raise WorkspaceError(f"{out}: is a file, not a model folder; pick another --name")
-    run_file = out / RUN_FILE
-    if not out.exists() or (not run_file.exists() and not any(out.iterdir())):
+    if not out.exists():
         return None
+    names = {p.name for p in out.iterdir()}  # listed first: the run file may appear meanwhile, never go
+    run_file = out / RUN_FILE
     if not run_file.exists():
+        if names <= {RUN_FILE + ".tmp"}:
+            return None
         raise WorkspaceError(f"{out}: holds files of something else; pick another --name or move them")
     state = json.loads(run_file.read_text(encoding="utf-8"))
     if state.get("config_hash") != plan.config_hash:
