@@ -214,6 +214,15 @@ def test_the_accepted_set_is_the_default_input(setup: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "traces from filter-" in done.stderr and "resolved sft config" in done.stderr
     assert not list((setup / "ws-acc" / "models").glob("sft-*"))  # a dry run trains nothing
+    # The same traces through an `ores export` directory and through stdin.
+    exported = ores("export", "exported", "--ws", "ws-acc", cwd=setup)
+    assert exported.returncode == 0, exported.stderr
+    for source, stdin in (("exported", None), ("-", (setup / "traces.jsonl").read_text())):
+        done = ores(
+            "sft", source, "--model", "tiny-qwen2", "--ws", "ws-acc", "--dry-run", cwd=setup, stdin=stdin
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "8 traces from" in done.stderr
     # Nothing accepted: the filter rejected everything, so there is nothing to train on.
     write_jsonl(setup / "bad.jsonl", [{"id": "x", "question": "q?", "trace": "no tags at all"}])
     assert ores("filter", "bad.jsonl", "--no-judge", "--ws", "ws-none", cwd=setup).returncode == 0

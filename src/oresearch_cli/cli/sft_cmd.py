@@ -178,9 +178,11 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
     state = stage.check_output_dir(plan)
     tokenizer = stage.load_tokenizer(plan.model_path)
     data = stage.prepare_data(plan, tokenizer, source.items, source.name)
-    if source.n_without_trace:
+    main = stage.is_main_process()  # under accelerate, every rank runs this: one of them reports
+    if main and source.n_without_trace:
         err.print(f"ores sft: {source.n_without_trace} rows of {source.name} have no trace and were left out")
-    err.print(f"ores sft: {data.summary()}")
+    if main:
+        err.print(f"ores sft: {data.summary()}")
     if dry_run:
         _print_resolved(resolved)
         what = {"done": "already trained (a run would do nothing)", "resume": "a run resumes there"}.get(
@@ -190,10 +192,12 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
             f"ores sft: base model {plan.model_path}; output {plan.output_dir} ({what}); config {plan.config_hash}"
         )
         return
-    if state == "resume":
+    if state == "resume" and main:
         err.print(f"ores sft: resuming the interrupted run in {plan.output_dir}")
     with _Progress() as progress:
         result = stage.run_sft(workspace, plan, data, on_log=progress.log)
+    if not main:
+        return
     record = result.record
     if result.skipped:
         err.print(
@@ -202,8 +206,6 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
         )
     for note in result.notes:
         err.print(f"ores sft: {note}")
-    if not stage.is_main_process():
-        return
     eval_part = f", eval loss {record.eval_loss:.4f}" if record.eval_loss is not None else ""
     loss_part = f"train loss {record.train_loss:.4f}" if record.train_loss is not None else "no loss logged"
     err.print(
