@@ -1,8 +1,10 @@
 """`ores sft`: accepted traces -> one model that writes whole traces, on TRL's SFTTrainer.
 
-    plan = plan_sft(ws, resolved, where)        # model, output dir, config hash: what --dry-run shows
-    data = prepare_data(plan, items)            # tokenized, masked, split; counts of cut and dropped
-    record = run_sft(ws, plan, data, on_log=print_line)
+    source = load_traces(ws)                                    # train.inputs: the accepted set
+    plan = plan_sft(ws, resolve_sft(recipe), where, input_name=source.name,
+                    input_ids=[item.id for item in source.items])  # model, folder, config hash
+    data = prepare_data(plan, load_tokenizer(plan.model_path), source.items, source.name)
+    result = run_sft(ws, plan, data, on_log=print_line)         # result.record: the models row
 
 We build `input_ids` and `labels` ourselves (`train.examples`: loss only on the model's text) and
 hand TRL a dataset that has them; TRL runs the loop, packing, LoRA through PEFT, checkpoints,
