@@ -197,6 +197,9 @@ def test_bad_inputs_are_one_line_and_exit_2(setup: Path) -> None:
         "./no/such/model",
     )
     _one_line_error(ores("sft", "--ws", "ws-empty", "--model", "tiny-qwen2", cwd=setup), "ws-empty")
+    _one_line_error(
+        sft(setup, "--report-to", "no-such-tracker", ws="ws-bad"), "no-such-tracker", "--report-to none"
+    )
     # An output folder that holds something else is refused, and left as it was.
     other = setup / "ws-bad" / "models" / "taken"
     other.mkdir(parents=True)

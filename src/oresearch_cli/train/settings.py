@@ -140,6 +140,27 @@ def resolve_sft(
     return ResolvedSft(trl, ores)
 
 
+# `report_to` names and the package each needs (transformers' integrations).
+_REPORTERS = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio", "mlflow": "mlflow",
+              "comet_ml": "comet_ml", "clearml": "clearml", "swanlab": "swanlab", "dvclive": "dvclive"}  # fmt: skip
+
+
+def check_report_to(report_to: Any, where: str) -> None:
+    """A `report_to` whose package is missing fails here, in one line, before any run starts
+    (transformers would raise when the trainer is built, after the run was registered)."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    available = set(get_available_reporting_integrations())
+    for name in names:
+        if name in ("none", "all") or name in available:
+            continue
+        package = _REPORTERS.get(name, name)
+        raise ConfigError(
+            f"{where}: report_to {name!r} needs the {package} package; pip install {package}, or use --report-to none"
+        )
+
+
 def _gpu_has_bf16() -> bool:
     import torch
 

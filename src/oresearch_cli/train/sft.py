@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 from oresearch_cli.agent.protocol import protocol_version, with_default_system_prompt
 from oresearch_cli.errors import InputError, OresError, WorkspaceError
 from oresearch_cli.train.examples import ChatFormat, Dropped, Example, TraceItem, build_example, split_items
-from oresearch_cli.train.settings import ResolvedSft, build_sft_config
+from oresearch_cli.train.settings import ResolvedSft, build_sft_config, check_report_to
 from oresearch_cli.workspace import ArtifactRecord, StageSpec, Workspace, config_hash
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ def plan_sft(
     the trained model: the TRL settings, ores's data settings, the base model, the protocol
     prompt and which traces (not where they were read from, nor how the run is launched)."""
     ores = resolved.ores
+    check_report_to(resolved.trl.get("report_to"), where)
     model_path = resolve_base_model(ws, ores.model)
     data_settings = {
         "overlong": ores.overlong,
