@@ -26,7 +26,16 @@ from oresearch_cli.agent.generators import load_engine_generator
 from oresearch_cli.agent.single import LoopBudget, research
 from oresearch_cli.textutil.urls import canonical_url
 from oresearch_cli.tools import open_toolbox
-from oresearch_cli.trace import cited_urls, observed_urls
+from oresearch_cli.trace import (
+    cited_urls,
+    extract_references,
+    is_valid,
+    observed_urls,
+    parse,
+    report_text,
+    tool_calls,
+    validate,
+)
 from oresearch_cli.train.sft import resolve_base_model
 from oresearch_cli.workspace import Workspace
 
@@ -37,20 +46,25 @@ BUDGET = LoopBudget(
 )  # fmt: skip
 
 
-def score(episode: Any) -> dict[str, Any]:
-    """Rule metrics of one episode: validity, tool use and citations that resolve to observations."""
-    observed = {canonical_url(u) for u in observed_urls(episode.trace, include_crawled=True)}
-    cited = [canonical_url(u) for u in cited_urls(episode.trace)]
+def score(text: str) -> dict[str, Any]:
+    """Rule metrics of one episode's text: validity, tool use, and citations (inline markers and
+    reference entries) whose URL the trace observed. Computed from the stored text, so `report`
+    rescored old runs when these rules change."""
+    trace = parse(text)
+    problems = validate(trace)
+    observed = {canonical_url(u) for u in observed_urls(trace, include_crawled=True)}
+    cited = [canonical_url(u) for u in cited_urls(trace)]
+    report = report_text(trace)
+    references = [canonical_url(r.url) for r in extract_references(report or "") if r.url]
     return {
-        "valid": episode.valid,
-        "problems": sorted({p.code for p in episode.problems}),
-        "n_tool_calls": episode.n_tool_calls,
-        "has_report": episode.report is not None,
+        "valid": is_valid(problems),
+        "problems": sorted({p.code for p in problems}),
+        "n_tool_calls": sum(1 for call in tool_calls(trace) if call.answered),  # run: an observation follows
+        "has_report": trace.report is not None,
         "n_cited": len(cited),
         "n_cited_observed": sum(1 for u in cited if u in observed),
-        "model_tokens": episode.n_model_tokens,
-        "stop_reason": episode.stop_reason,
-        "seconds": round(episode.seconds, 1),
+        "n_references": len(references),
+        "n_references_observed": sum(1 for u in references if u in observed),
     }
 
 
@@ -101,11 +115,12 @@ def report(ws_path: Path) -> list[dict[str, Any]]:
     rows_by_label: dict[str, list[dict[str, Any]]] = {}
     for path in sorted((ws_path / "learn").glob("*.jsonl")):
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        rows_by_label[path.stem] = rows
+        rows_by_label[path.stem] = [{**row, **score(row["text"])} for row in rows]
     summary = []
     for label, rows in rows_by_label.items():
         n = len(rows) or 1
         cited = sum(r["n_cited"] for r in rows)
+        references = sum(r["n_references"] for r in rows)
         summary.append(
             {
                 "label": label,
@@ -117,6 +132,12 @@ def report(ws_path: Path) -> list[dict[str, Any]]:
                 "citations": cited,
                 "citations_observed_share": round(sum(r["n_cited_observed"] for r in rows) / cited, 3)
                 if cited
+                else None,
+                "references": references,
+                "references_observed_share": round(
+                    sum(r["n_references_observed"] for r in rows) / references, 3
+                )
+                if references
                 else None,
                 "mean_model_tokens": round(sum(r["model_tokens"] for r in rows) / n, 1),
             }
