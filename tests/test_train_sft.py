@@ -144,7 +144,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(setup: Path) -> None:
     deadline = time.monotonic() + 300
     models = setup / "ws-kill" / "models"
     while time.monotonic() < deadline and not list(
-        models.glob("sft-*/checkpoints/checkpoint-3/trainer_state.json")
+        models.glob("sft-*/checkpoints/checkpoint-6/trainer_state.json")
     ):
         assert child.poll() is None, child.stderr.read() if child.stderr else ""
         time.sleep(0.2)
@@ -153,9 +153,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(setup: Path) -> None:
     child.wait()
     (folder,) = models.glob("sft-*")
     assert not (folder / "config.json").exists()  # it never finished
+    # Make the newest checkpoint one whose save was cut off, as a kill during a save leaves it.
+    newest = max((folder / "checkpoints").glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+    (newest / "trainer_state.json").unlink(missing_ok=True)
     done = ores(*args[3:], cwd=setup, timeout=400, env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming the interrupted run" in done.stderr
+    assert f"{newest.name} was cut off while saving" in done.stderr
     assert "resumed from checkpoint-" in done.stderr
     (row,) = models_rows(setup, "ws-kill")
     assert row["steps"] == 40 and row["resumed_from"].startswith("checkpoint-")

@@ -241,13 +241,50 @@ def check_output_dir(plan: SftPlan) -> str | None:
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest *complete* checkpoint. The Trainer writes `trainer_state.json` last, so a
+    `kill -9` while saving leaves a folder without it (or with it cut short); resuming from that
+    folder fails, so it is passed over for the one before it, which is whole."""
     folder = output_dir / CHECKPOINTS
     if not folder.is_dir():
         return None
-    found = get_last_checkpoint(str(folder))
-    return Path(found) if found else None
+    for candidate in sorted(_numbered_checkpoints(folder), key=lambda pair: pair[0], reverse=True):
+        if _is_complete(candidate[1]):
+            return candidate[1]
+    return None
+
+
+def incomplete_checkpoints(output_dir: Path) -> list[str]:
+    """Checkpoint folders newer than the last complete one: a save that was cut off."""
+    folder = output_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    last = last_checkpoint(output_dir)
+    floor = _step_of(last.name) if last is not None else -1
+    return sorted(
+        (
+            path.name
+            for step, path in _numbered_checkpoints(folder)
+            if step > floor and not _is_complete(path)
+        ),
+        key=_step_of,
+    )
+
+
+def _numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    return [(_step_of(path.name), path) for path in folder.glob("checkpoint-*") if _step_of(path.name) >= 0]
+
+
+def _step_of(name: str) -> int:
+    tail = name.removeprefix("checkpoint-")
+    return int(tail) if tail.isdigit() else -1
+
+
+def _is_complete(checkpoint: Path) -> bool:
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -485,6 +522,8 @@ def _train(plan: SftPlan, data: SftData, *, train_log: Path | None, on_log: LogH
         callbacks=[_trainer_callback(train_log, on_log)],
     )
     trainer.remove_callback(PrinterCallback)
+    for cut_off in incomplete_checkpoints(plan.output_dir):
+        notes.append(f"{cut_off} was cut off while saving (no trainer_state.json); skipped it")
     if resume is not None:
         notes.append(f"resumed from {resume.name}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
