@@ -284,7 +284,8 @@ def _bench_train(
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, Trainer
     from trl import SFTTrainer
 
-    from oresearch_cli.train.sft import _trainer_callback, to_dataset
+    from oresearch_cli.train.runs import trainer_callback
+    from oresearch_cli.train.sft import to_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     accumulation = int(TRL_DEFAULTS["gradient_accumulation_steps"])
@@ -302,7 +303,7 @@ def _bench_train(
             args=args,
             train_dataset=to_dataset(data),
             processing_class=tokenizer,
-            callbacks=[_trainer_callback(None, None)],
+            callbacks=[trainer_callback(None, None)],
         )  # as `ores sft` builds it (sft._train), without eval and LoRA
         trainer.remove_callback(PrinterCallback)
         started = time.perf_counter()

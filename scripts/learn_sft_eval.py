@@ -36,7 +36,7 @@ from oresearch_cli.trace import (
     tool_calls,
     validate,
 )
-from oresearch_cli.train.sft import resolve_base_model
+from oresearch_cli.train.runs import resolve_base_model
 from oresearch_cli.workspace import Workspace
 
 # Short enough for 2 CPU cores, long enough for a two-subtask trace like the training ones.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from oresearch_cli.train.sft import CHECKPOINTS, incomplete_checkpoints, last_checkpoint
+from oresearch_cli.train.runs import CHECKPOINTS, incomplete_checkpoints, last_checkpoint
 
 
 def _checkpoint(root: Path, step: int, state: str | None) -> None:

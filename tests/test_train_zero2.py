@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from oresearch_cli.errors import WorkspaceError
-from oresearch_cli.train.settings import ResolvedSft, SftSettings
-from oresearch_cli.train.sft import RUN_FILE, SftPlan, _write_run_file, check_output_dir
+from oresearch_cli.train.runs import RUN_FILE, check_output_dir, write_run_file
 
 from conftest import REPO, ores
 from filter_support import traces_file
@@ -51,21 +50,20 @@ sft:
 
 def test_a_folder_rank_0_is_claiming_is_new_to_the_other_ranks(tmp_path: Path) -> None:
     out = tmp_path / "models" / "sft-abc"
-    plan = SftPlan(ResolvedSft({}, SftSettings()), "base", out, {}, "abc", "recipe.yaml")
-    assert check_output_dir(plan) is None
+    assert check_output_dir(out, "abc") is None
     out.mkdir(parents=True)
-    assert check_output_dir(plan) is None
+    assert check_output_dir(out, "abc") is None
     # Rank 0 between writing its run file and renaming it into place: not someone else's folder.
     (out / (RUN_FILE + ".tmp")).write_text('{"run_id": "sft-1", "conf', encoding="utf-8")
-    assert check_output_dir(plan) is None
-    _write_run_file(plan, "sft-1", "running")
-    assert check_output_dir(plan) == "resume"
-    _write_run_file(plan, "sft-1", "done")
-    assert check_output_dir(plan) == "done"
+    assert check_output_dir(out, "abc") is None
+    write_run_file(out, "abc", "sft-1", "running")
+    assert check_output_dir(out, "abc") == "resume"
+    write_run_file(out, "abc", "sft-1", "done")
+    assert check_output_dir(out, "abc") == "done"
     (out / RUN_FILE).unlink()
     (out / "weights.bin").write_bytes(b"x")
     with pytest.raises(WorkspaceError, match="holds files of something else"):
-        check_output_dir(plan)
+        check_output_dir(out, "abc")
 
 
 # -- the real thing, on CPU -----------------------------------------------------------------------

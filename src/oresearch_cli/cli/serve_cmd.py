@@ -200,7 +200,7 @@ def _serve_model(
         and not Path(model).expanduser().exists()
         and not (workspace.models_dir / model).exists()
     ):
-        from oresearch_cli.train.sft import model_of_run
+        from oresearch_cli.train.runs import model_of_run
 
         model = model_of_run(workspace, model) or model  # an sft run id: the model it trained
     checkpoint = resolve_model(model, workspace.models_dir, prepare=not dry_run)

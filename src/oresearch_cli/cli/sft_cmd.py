@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +10,7 @@ import typer
 
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import FieldOption, WsOption, default_ws, err
+from oresearch_cli.cli.train_common import SFT_FIELDS, TrainProgress, launched_elsewhere
 
 
 @app.command()
@@ -102,7 +101,6 @@ def sft(
     """Fine-tune one model to write whole traces (subtasks, steps, tool calls, report) from the
     question alone, on TRL's SFTTrainer; loss only on what the model wrote (observations masked)."""
     from oresearch_cli.config import load_recipe
-    from oresearch_cli.train import launch as launching
     from oresearch_cli.train.settings import resolve_sft
 
     loaded = load_recipe(recipe)
@@ -135,23 +133,10 @@ def sft(
         "launch": {k: v for k, v in launch_flags.items() if v is not None} or None,
     }
     resolved = resolve_sft(loaded, trl_flags, ores_flags)
-    settings = resolved.ores.launch
-    if launching.needs_launcher(settings) and not launching.inside_launcher(os.environ):
-        launching.check(settings, where=loaded.where)
-        # Every rank runs `ores sft` with the same arguments; a dry run shows that command.
-        argv = [a for a in sys.argv[2:] if a != "--dry-run"]
-        command = launching.launch_command(settings, ["sft", *argv], where=loaded.where)
-        if dry_run:
-            _print_resolved(resolved)
-            err.print(
-                "[bold]launch:[/bold] " + launching.shell_line(command), highlight=False, soft_wrap=True
-            )
-            print(launching.shell_line(command))
-            return
-        err.print(
-            f"ores sft: launching {settings.num_processes or 'all GPUs'} processes: {launching.shell_line(command)}"
-        )
-        raise typer.Exit(subprocess.call(command))
+    if launched_elsewhere(
+        "sft", resolved.ores.launch, loaded.where, dry_run, lambda: _print_resolved(resolved)
+    ):
+        return
     _train(resolved, loaded.where, ws, dry_run)
 
 
@@ -175,7 +160,7 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
     plan = stage.plan_sft(
         workspace, resolved, where, input_name=source.name, input_ids=[item.id for item in source.items]
     )
-    state = stage.check_output_dir(plan)
+    state = stage.check_output_dir(plan.output_dir, plan.config_hash)
     tokenizer = stage.load_tokenizer(plan.model_path)
     data = stage.prepare_data(plan, tokenizer, source.items, source.name)
     main = stage.is_main_process()  # under accelerate, every rank runs this: one of them reports
@@ -194,7 +179,7 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
         return
     if state == "resume" and main:
         err.print(f"ores sft: resuming the interrupted run in {plan.output_dir}")
-    with _Progress() as progress:
+    with TrainProgress("sft", SFT_FIELDS) as progress:
         result = stage.run_sft(workspace, plan, data, on_log=progress.log)
     if not main:
         return
@@ -215,43 +200,3 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
     err.print(
         f"ores sft: model saved in {workspace.root / record.path}; serve it with `ores serve --model {record.id}`"
     )
-
-
-class _Progress:
-    """A rich progress bar on a terminal; one plain line per logging step otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(), console=err,
-            )  # fmt: skip
-            self._bar.start()
-        return self
-
-    def log(self, line: dict[str, Any]) -> None:
-        parts = [f"step {line['step']}/{line['max_steps']}"]
-        for key, label in (("loss", "loss"), ("eval_loss", "eval loss"), ("learning_rate", "lr")):
-            if key in line:
-                parts.append(f"{label} {line[key]:.4g}")
-        parts.append(f"{line['tokens_seen']:,} tokens")
-        if line.get("seconds"):
-            parts.append(f"{line['tokens_seen'] / line['seconds']:.0f} tok/s")
-        info = " | ".join(parts)
-        if self._bar is None:
-            err.print(f"sft {info}", highlight=False)
-            return
-        if self._task is None:
-            self._task = self._bar.add_task("sft", total=line["max_steps"], info="")
-        self._bar.update(self._task, completed=line["step"], info=info)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

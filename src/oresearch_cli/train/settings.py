@@ -23,7 +23,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from oresearch_cli.config import Recipe, apply, bounded, env_settings, nearest
 from oresearch_cli.errors import ConfigError
@@ -112,32 +112,60 @@ def resolve_sft(
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedSft:
     """TRL keys and the ores block, each layered defaults < env < recipe < flags."""
-    environ = os.environ if environ is None else environ
-    section = recipe.section(SECTION)
-    ores_block = section.pop(ORES_KEY, None) or {}
-    if not isinstance(ores_block, Mapping):
-        raise ConfigError(f"{recipe.where}: sft.ores must be a mapping of ores settings; fix the value")
-    valid = sft_config_fields()
-    for key in section:
-        if key in MANAGED:
-            raise ConfigError(f"{recipe.where}: sft.{key} is set by ores itself; remove it from the recipe")
-        if key not in valid:
-            raise ConfigError(
-                f"{recipe.where}: sft.{key} is not a trl.SFTConfig setting; {nearest(str(key), valid | {ORES_KEY})}"
-            )
-    trl = {**TRL_DEFAULTS, **section, **{k: v for k, v in (trl_flags or {}).items() if v is not None}}
-    ores = SftSettings()
-    for key, value in env_settings(SECTION, SftSettings, environ).items():
-        ores = apply(ores, {key: value}, f"env ORES_SFT_{key.upper()}", from_text=True)
-    ores = apply(ores, ores_block, recipe.where, "sft.ores.")
-    if ores_flags:
-        ores = apply(ores, {k: v for k, v in ores_flags.items() if v is not None}, "flags", "sft.ores.")
+    trl, ores = resolve_trainer_section(
+        recipe, SECTION, sft_config_fields(), TRL_DEFAULTS, SftSettings(), trl_flags, ores_flags, environ
+    )
     max_length = trl.get("max_length")
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 16:
         raise ConfigError(
             f"{recipe.where}: sft.max_length must be an integer of at least 16, got {max_length!r}"
         )
     return ResolvedSft(trl, ores)
+
+
+S = TypeVar("S")
+
+
+def resolve_trainer_section(
+    recipe: Recipe,
+    section_name: str,
+    valid: set[str],
+    trl_defaults: Mapping[str, Any],
+    ores_defaults: S,
+    trl_flags: Mapping[str, Any] | None,
+    ores_flags: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+    managed: set[str] = MANAGED,
+    config_name: str = "trl.SFTConfig",
+) -> tuple[dict[str, Any], S]:
+    """A trainer stage's section: TRL's own config keys (checked against `valid`) and the `ores:`
+    block (a dataclass), each layered defaults < `ORES_<SECTION>_<KEY>` < recipe < flags."""
+    environ = os.environ if environ is None else environ
+    section = recipe.section(section_name)
+    ores_block = section.pop(ORES_KEY, None) or {}
+    if not isinstance(ores_block, Mapping):
+        raise ConfigError(
+            f"{recipe.where}: {section_name}.ores must be a mapping of ores settings; fix the value"
+        )
+    for key in section:
+        if key in managed:
+            raise ConfigError(
+                f"{recipe.where}: {section_name}.{key} is set by ores itself; remove it from the recipe"
+            )
+        if key not in valid:
+            raise ConfigError(
+                f"{recipe.where}: {section_name}.{key} is not a {config_name} setting; "
+                f"{nearest(str(key), valid | {ORES_KEY})}"
+            )
+    trl = {**trl_defaults, **section, **{k: v for k, v in (trl_flags or {}).items() if v is not None}}
+    ores = ores_defaults
+    prefix = f"{section_name}.ores."
+    for key, value in env_settings(section_name, type(ores_defaults), environ).items():
+        ores = apply(ores, {key: value}, f"env ORES_{section_name.upper()}_{key.upper()}", from_text=True)
+    ores = apply(ores, ores_block, recipe.where, prefix)
+    if ores_flags:
+        ores = apply(ores, {k: v for k, v in ores_flags.items() if v is not None}, "flags", prefix)
+    return trl, ores
 
 
 # `report_to` names and the package each needs (transformers' integrations).
@@ -171,15 +199,22 @@ def build_sft_config(trl: Mapping[str, Any], output_dir: str, where: str) -> Any
     """`trl.SFTConfig` from the resolved keys; TRL's own checks become one ConfigError line."""
     from trl import SFTConfig
 
+    return build_trainer_config(SFTConfig, "sft", trl, output_dir, where)
+
+
+def build_trainer_config(
+    config_class: Any, stage: str, trl: Mapping[str, Any], output_dir: str, where: str
+) -> Any:
+    """A TRL config (`SFTConfig`, `GRPOConfig`) from resolved keys; its own checks become one line."""
     kwargs = dict(trl)
     if "bf16" not in kwargs and "fp16" not in kwargs:
         # TRL turns bf16 on by default and then refuses a machine without a GPU: unset, bf16
         # means "where the GPU has it", so one recipe runs on a laptop and on a cluster.
         kwargs["bf16"] = _gpu_has_bf16()
     try:
-        return SFTConfig(output_dir=output_dir, **kwargs)
+        return config_class(output_dir=output_dir, **kwargs)
     except (TypeError, ValueError) as exc:
         message = " ".join(str(exc).split())
         raise ConfigError(
-            f"{where}: TRL refused the sft settings ({message[:300]}); fix the recipe or flags"
+            f"{where}: TRL refused the {stage} settings ({message[:300]}); fix the recipe or flags"
         ) from None

@@ -25,35 +25,48 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from oresearch_cli.agent.protocol import protocol_version, with_default_system_prompt
+from oresearch_cli.agent.protocol import protocol_version
 from oresearch_cli.errors import InputError, OresError, WorkspaceError
 from oresearch_cli.train.examples import ChatFormat, Dropped, Example, TraceItem, build_example, split_items
+from oresearch_cli.train.runs import (
+    CHECKPOINTS,
+    MANIFEST,
+    MODELS_KIND,
+    TRAIN_LOG_KIND,
+    LogHook,
+    check_output_dir,
+    incomplete_checkpoints,
+    is_main_process,
+    last_checkpoint,
+    liger_available,
+    load_causal_lm,
+    load_tokenizer,
+    peft_config,
+    quiet_library_progress,
+    resolve_base_model,
+    save_final,
+    trainer_callback,
+    write_run_file,
+)
 from oresearch_cli.train.settings import ResolvedSft, build_sft_config, check_report_to
 from oresearch_cli.workspace import ArtifactRecord, StageSpec, Workspace, config_hash
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "ores-run.json"  # in models/<name>/: which run and config the folder belongs to
-MANIFEST = "ores-sft.json"  # beside the final model: what it was trained on, for serve and eval
-CHECKPOINTS = "checkpoints"
 EXAMPLES_KIND = "sft_examples"
-TRAIN_LOG_KIND = "train_log"
 
 
 @dataclass
 class ModelRecord(ArtifactRecord):
     """A trained model: one row per sft run in the `models` artifact."""
 
-    KIND: ClassVar[str] = "models"
+    KIND: ClassVar[str] = MODELS_KIND
 
     id: str  # the model's folder name under models/
     path: str
@@ -147,44 +160,6 @@ class SftData:
 # -- planning -------------------------------------------------------------------------------------
 
 
-def resolve_base_model(ws: Workspace, model: str) -> str:
-    """A local checkpoint directory for `model`, or a hub id passed through (on a machine that
-    can download it). `embedded` is SmolLM2-135M-Instruct, converted once into models/."""
-    if model == "embedded":
-        from oresearch_cli.server.embedded import ensure_embedded_model
-
-        return str(ensure_embedded_model(ws.models_dir))
-    path = Path(model).expanduser()
-    for candidate in (path, ws.models_dir / model):
-        if candidate.is_dir():
-            if not (candidate / "config.json").is_file():
-                raise InputError(
-                    f"model {model}: {candidate} has no config.json; pass a directory save_pretrained wrote"
-                )
-            return str(candidate.resolve())
-    found = model_of_run(ws, model)
-    if found is not None:
-        return found
-    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
-    if looks_like_hub_id:
-        return model
-    raise InputError(
-        f"model {model}: no such checkpoint directory, models/ name or sft run; pass a path with config.json, "
-        "`embedded`, or a hub id such as Qwen/Qwen2.5-7B-Instruct"
-    )
-
-
-def model_of_run(ws: Workspace, run_or_name: str) -> str | None:
-    """The final model folder of a finished sft run (by run id, id prefix or model name)."""
-    for artifact in ws.artifacts(kind=ModelRecord.KIND):
-        for row in ws.read_artifact(artifact):
-            if run_or_name in (row.get("id"), artifact.run_id) or artifact.run_id.startswith(run_or_name):
-                path = ws.root / str(row["path"])
-                if (path / "config.json").is_file():
-                    return str(path)
-    return None
-
-
 def plan_sft(
     ws: Workspace, resolved: ResolvedSft, where: str, *, input_name: str, input_ids: list[str]
 ) -> SftPlan:
@@ -214,92 +189,7 @@ def plan_sft(
     return SftPlan(resolved, model_path, output_dir, config, chash, where)
 
 
-def check_output_dir(plan: SftPlan) -> str | None:
-    """'done' when this config already trained into the folder, 'resume' when a run of it was
-    interrupted there, None when the folder is new. Another run's folder is refused.
-
-    Every rank of a launched run asks, while rank 0 may be claiming the folder: a folder that
-    holds only the run file being written (`ores-run.json.tmp`, before its atomic rename) is new."""
-    out = plan.output_dir
-    if out.is_file():
-        raise WorkspaceError(f"{out}: is a file, not a model folder; pick another --name")
-    if not out.exists():
-        return None
-    names = {p.name for p in out.iterdir()}  # listed first: the run file may appear meanwhile, never go
-    run_file = out / RUN_FILE
-    if not run_file.exists():
-        if names <= {RUN_FILE + ".tmp"}:
-            return None
-        raise WorkspaceError(f"{out}: holds files of something else; pick another --name or move them")
-    state = json.loads(run_file.read_text(encoding="utf-8"))
-    if state.get("config_hash") != plan.config_hash:
-        raise WorkspaceError(
-            f"{out}: holds sft run {state.get('run_id')} of another config; pick another --name "
-            "(or delete that folder to train over it)"
-        )
-    return "done" if state.get("status") == "done" else "resume"
-
-
-def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest *complete* checkpoint. The Trainer writes `trainer_state.json` last, so a
-    `kill -9` while saving leaves a folder without it (or with it cut short); resuming from that
-    folder fails, so it is passed over for the one before it, which is whole."""
-    folder = output_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    for candidate in sorted(_numbered_checkpoints(folder), key=lambda pair: pair[0], reverse=True):
-        if _is_complete(candidate[1]):
-            return candidate[1]
-    return None
-
-
-def incomplete_checkpoints(output_dir: Path) -> list[str]:
-    """Checkpoint folders newer than the last complete one: a save that was cut off."""
-    folder = output_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return []
-    last = last_checkpoint(output_dir)
-    floor = _step_of(last.name) if last is not None else -1
-    return sorted(
-        (
-            path.name
-            for step, path in _numbered_checkpoints(folder)
-            if step > floor and not _is_complete(path)
-        ),
-        key=_step_of,
-    )
-
-
-def _numbered_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    return [(_step_of(path.name), path) for path in folder.glob("checkpoint-*") if _step_of(path.name) >= 0]
-
-
-def _step_of(name: str) -> int:
-    tail = name.removeprefix("checkpoint-")
-    return int(tail) if tail.isdigit() else -1
-
-
-def _is_complete(checkpoint: Path) -> bool:
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 # -- data -----------------------------------------------------------------------------------------
-
-
-def load_tokenizer(model_path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(model_path)
-    except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(
-            f"model {model_path}: cannot load its tokenizer ({first[:200]}); pass a local checkpoint"
-        ) from None
 
 
 def prepare_data(plan: SftPlan, tokenizer: Any, items: list[TraceItem], source: str) -> SftData:
@@ -343,80 +233,6 @@ def to_dataset(examples: list[Example]) -> Any:
 # -- training -------------------------------------------------------------------------------------
 
 
-LogHook = Callable[[dict[str, Any]], None]
-
-
-def _trainer_callback(train_log: Path | None, on_log: LogHook | None) -> Any:
-    from transformers import TrainerCallback
-
-    class OresCallback(TrainerCallback):
-        """One flushed JSONL line per logging step (the curve survives kill -9) and the CLI's hook."""
-
-        def __init__(self) -> None:
-            self.started = time.monotonic()
-
-        def on_log(
-            self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any
-        ) -> None:
-            if not state.is_world_process_zero or not logs:
-                return
-            line = {
-                "id": f"step-{state.global_step}-{len(state.log_history)}",
-                "step": state.global_step,
-                "max_steps": state.max_steps,
-                "epoch": state.epoch,
-                "seconds": round(time.monotonic() - self.started, 3),
-                "tokens_seen": int(getattr(state, "num_input_tokens_seen", 0) or 0),
-                **{k: v for k, v in logs.items() if isinstance(v, int | float)},
-            }
-            if train_log is not None:
-                with train_log.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(line) + "\n")
-            if on_log is not None:
-                on_log(line)
-
-    return OresCallback()
-
-
-def _peft_config(plan: SftPlan) -> Any:
-    lora = plan.resolved.ores.lora
-    if lora.r <= 0:
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha if lora.alpha is not None else 2 * lora.r,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
-def _liger_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("liger_kernel") is not None
-
-
-def is_main_process() -> bool:
-    """Rank 0 of an `accelerate launch`ed run (or a plain run): the one that writes the catalog."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def _write_run_file(plan: SftPlan, run_id: str, status: str) -> None:
-    plan.output_dir.mkdir(parents=True, exist_ok=True)
-    state = {
-        "run_id": run_id,
-        "config_hash": plan.config_hash,
-        "status": status,
-        "at": datetime.now(UTC).isoformat(),
-    }
-    tmp = plan.output_dir / (RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, plan.output_dir / RUN_FILE)
-
-
 @dataclass
 class SftResult:
     record: ModelRecord
@@ -427,7 +243,7 @@ class SftResult:
 
 def run_sft(ws: Workspace, plan: SftPlan, data: SftData, *, on_log: LogHook | None = None) -> SftResult:
     """Train (or resume) and register the model. Rank 0 writes the workspace; every rank trains."""
-    state = check_output_dir(plan)
+    state = check_output_dir(plan.output_dir, plan.config_hash)
     if state == "done":
         return SftResult(_existing_record(ws, plan), None, skipped=True)
     main = is_main_process()
@@ -437,7 +253,7 @@ def run_sft(ws: Workspace, plan: SftPlan, data: SftData, *, on_log: LogHook | No
             ModelRecord(plan.name, "", plan.model_path, plan.method, plan.config_hash, data.source), None
         )
     with ws.start_run(SFT, plan.config, inputs=[data.source]) as run:
-        _write_run_file(plan, run.run_id, "running")
+        write_run_file(plan.output_dir, plan.config_hash, run.run_id, "running")
         examples_log = run.open_log(EXAMPLES_KIND)
         with examples_log.open("w", encoding="utf-8") as fh:
             for example in data.outcomes:
@@ -462,7 +278,7 @@ def run_sft(ws: Workspace, plan: SftPlan, data: SftData, *, on_log: LogHook | No
             **outcome.fields,
         )
         run.append(record)
-        _write_run_file(plan, run.run_id, "done")
+        write_run_file(plan.output_dir, plan.config_hash, run.run_id, "done")
     return SftResult(record, run.run_id, notes=outcome.notes)
 
 
@@ -484,17 +300,13 @@ class _TrainOutcome:
 
 
 def _train(plan: SftPlan, data: SftData, *, train_log: Path | None, on_log: LogHook | None) -> _TrainOutcome:
-    import datasets
-    import transformers
-    from transformers import AutoModelForCausalLM, PrinterCallback
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    # ores reports progress itself (the callback below): no tqdm bars, no printed log dicts.
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    quiet_library_progress()
     notes: list[str] = []
     trl = dict(plan.resolved.trl)
-    if trl.get("use_liger_kernel") and not _liger_available():
+    if trl.get("use_liger_kernel") and not liger_available():
         trl["use_liger_kernel"] = False
         notes.append(
             "use_liger_kernel: liger-kernel is not installed, trained without it (pip install liger-kernel)"
@@ -506,20 +318,15 @@ def _train(plan: SftPlan, data: SftData, *, train_log: Path | None, on_log: LogH
     args = build_sft_config(trl, str(plan.output_dir / CHECKPOINTS), plan.where)
     resume = last_checkpoint(plan.output_dir)
     tokenizer = load_tokenizer(plan.model_path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(plan.model_path, dtype="auto")
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"model {plan.model_path}: cannot load it ({str(exc).splitlines()[0][:200]})"
-        ) from None
+    model = load_causal_lm(plan.model_path)
     trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=to_dataset(data.train),
         eval_dataset=to_dataset(data.eval) if data.eval else None,
         processing_class=tokenizer,
-        peft_config=_peft_config(plan),
-        callbacks=[_trainer_callback(train_log, on_log)],
+        peft_config=peft_config(plan.resolved.ores.lora),
+        callbacks=[trainer_callback(train_log, on_log)],
     )
     trainer.remove_callback(PrinterCallback)
     for cut_off in incomplete_checkpoints(plan.output_dir):
@@ -530,7 +337,13 @@ def _train(plan: SftPlan, data: SftData, *, train_log: Path | None, on_log: LogH
     eval_loss = None
     if data.eval:
         eval_loss = trainer.evaluate().get("eval_loss")
-    _save_final(trainer, tokenizer, plan)
+    save_final(
+        trainer,
+        tokenizer,
+        plan.output_dir,
+        lora=plan.method == "lora",
+        manifest={"kind": "sft", "base_model": plan.resolved.ores.model, "config_hash": plan.config_hash},
+    )
     history = trainer.state.log_history
     curve = [[h["step"], h["loss"]] for h in history if "loss" in h]
     return _TrainOutcome(
@@ -545,32 +358,6 @@ def _train(plan: SftPlan, data: SftData, *, train_log: Path | None, on_log: LogH
         },
         notes,
     )
-
-
-def _save_final(trainer: Any, tokenizer: Any, plan: SftPlan) -> None:
-    """The servable model in models/<name>/ with its tokenizer. Full fine-tuning saves through the
-    trainer (which gathers ZeRO-3 shards); LoRA saves its adapter under adapter/ and the base with
-    the adapter merged beside it, so `ores serve` loads it like any checkpoint."""
-    out = plan.output_dir
-    if plan.method == "full":
-        trainer.save_model(str(out))
-    else:
-        trainer.save_model(str(out / "adapter"))
-        if trainer.accelerator.is_main_process:
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(str(out))
-    if trainer.accelerator.is_main_process:
-        tokenizer.chat_template = with_default_system_prompt(tokenizer.chat_template)
-        tokenizer.save_pretrained(str(out))
-        manifest = {
-            "kind": "sft",
-            "protocol": "single",
-            "protocol_version": protocol_version(),
-            "base_model": plan.resolved.ores.model,
-            "config_hash": plan.config_hash,
-        }
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    trainer.accelerator.wait_for_everyone()
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any] | None:

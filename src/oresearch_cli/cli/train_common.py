@@ -1,0 +1,89 @@
+"""What `ores sft` and `ores rl` share at the CLI: relaunching under accelerate, and the
+per-step progress (rich on a terminal, one line per logging step otherwise)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from oresearch_cli.cli.common import err
+
+SFT_FIELDS = (("loss", "loss"), ("eval_loss", "eval loss"), ("learning_rate", "lr"))
+RL_FIELDS = (
+    ("reward", "reward"),
+    ("rewards/base/mean", "base"),
+    ("rewards/tool/mean", "tool"),
+    ("rewards/format/mean", "format"),
+    ("kl", "kl"),
+)
+
+
+def launched_elsewhere(
+    stage: str, settings: Any, where: str, dry_run: bool, print_resolved: Callable[[], None]
+) -> bool:
+    """When the launch settings ask for accelerate and this is not a rank already, run every rank
+    as `accelerate launch ... ores <stage> <same arguments>` (a dry run prints that command) and
+    return True; False: train in this process."""
+    from oresearch_cli.train import launch as launching
+
+    if not launching.needs_launcher(settings) or launching.inside_launcher(os.environ):
+        return False
+    launching.check(settings, where=where)
+    argv = [a for a in sys.argv[2:] if a != "--dry-run"]
+    command = launching.launch_command(settings, [stage, *argv], where=where)
+    if dry_run:
+        print_resolved()
+        err.print("[bold]launch:[/bold] " + launching.shell_line(command), highlight=False, soft_wrap=True)
+        print(launching.shell_line(command))
+        return True
+    err.print(
+        f"ores {stage}: launching {settings.num_processes or 'all GPUs'} processes: {launching.shell_line(command)}"
+    )
+    raise typer.Exit(subprocess.call(command))
+
+
+class TrainProgress:
+    """A rich progress bar on a terminal; one plain line per logging step otherwise."""
+
+    def __init__(self, stage: str, fields: tuple[tuple[str, str], ...]) -> None:
+        self.stage = stage
+        self.fields = fields
+        self.tty = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> TrainProgress:
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn(self.stage), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), console=err,
+            )  # fmt: skip
+            self._bar.start()
+        return self
+
+    def log(self, line: dict[str, Any]) -> None:
+        parts = [f"step {line['step']}/{line['max_steps']}"]
+        for key, label in self.fields:
+            if key in line:
+                parts.append(f"{label} {line[key]:.4g}")
+        parts.append(f"{line['tokens_seen']:,} tokens")
+        if line.get("seconds"):
+            parts.append(f"{line['tokens_seen'] / line['seconds']:.0f} tok/s")
+        info = " | ".join(parts)
+        if self._bar is None:
+            err.print(f"{self.stage} {info}", highlight=False)
+            return
+        if self._task is None:
+            self._task = self._bar.add_task(self.stage, total=line["max_steps"], info="")
+        self._bar.update(self._task, completed=line["step"], info=info)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
