@@ -109,3 +109,60 @@ def _item(data: dict, trace_field: str, origin: str, question_field: str = "ques
     item_id = str(data[id_field]) if id_field and data[id_field] not in (None, "") else content_id(question)
     language = str(data[language_field]) if language_field and data[language_field] else None
     return TraceItem(item_id, question.strip(), language, trace)
+
+
+# -- questions (`ores rl`) -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    question: str
+    language: str | None
+
+
+@dataclass(frozen=True)
+class QuestionSource:
+    questions: list[Question]
+    name: str  # for the run's `inputs`: a seed run id or a file
+
+
+def load_questions(ws: Workspace, source: str | None = None, *, field: str | None = None) -> QuestionSource:
+    """The questions `ores rl` researches: a JSONL/Parquet with a question column (`field`), '-'
+    for stdin, or (None) the workspace's latest `seeds`."""
+    if source is None:
+        artifacts = ws.artifacts(kind="seeds")
+        if not artifacts:
+            raise InputError(
+                f"{ws.root}: no seeds in this workspace; run `ores seed` first or pass a questions file"
+            )
+        latest = artifacts[0]  # newest first
+        records = [Record(row, f"seed run {latest.run_id}") for row in ws.read_artifact(latest)]
+        name = latest.run_id
+    else:
+        if source != STDIN and not Path(source).is_file():
+            raise InputError(f"{source}: no such file; pass a JSONL/Parquet with a question per row, or '-'")
+        records = read_records(source)
+        name = source_name(source)
+    if not records:
+        raise InputError(f"{name}: no rows; pass a file with one question per row")
+    question_field = pick_field(records, field, QUESTION_FIELDS, name)
+    from oresearch_cli.stages.seed import content_id
+
+    questions: list[Question] = []
+    for record in records:
+        text = record.data.get(question_field)
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(f"{record.origin}: an empty {question_field!r}; fill it or drop the row")
+        id_field = find_field(record.data, ID_FIELDS, exclude=(question_field,))
+        language_field = find_field(record.data, LANGUAGE_FIELDS)
+        raw_id = record.data.get(id_field) if id_field else None
+        language = record.data.get(language_field) if language_field else None
+        questions.append(
+            Question(
+                str(raw_id) if raw_id not in (None, "") else content_id(text.strip()),
+                text.strip(),
+                str(language) if language else None,
+            )
+        )
+    return QuestionSource(questions, name)
