@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Extras installed by `make install`: dev tools plus what the stages implemented so far need.
 EXTRAS ?= dev,local,train
 
-.PHONY: install test test-slow lint bench demo learn-sft clean
+.PHONY: install test test-slow lint bench demo learn-sft learn-rl clean
 
 install: $(BIN)/ores
 
@@ -41,6 +41,9 @@ demo: install
 # "Does SFT teach the protocol?"). Hours on a CPU; every stage resumes, so it can run in parts.
 learn-sft: install
 	bash scripts/learn_sft.sh
+
+learn-rl: install
+	bash scripts/learn_rl.sh
 
 clean:
 	rm -rf $(VENV) ores-ws .pytest_cache .ruff_cache .hypothesis
