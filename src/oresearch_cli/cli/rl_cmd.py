@@ -77,6 +77,12 @@ def rl(
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
     ] = None,
+    max_train_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--max-train-seconds", min=1.0, help="Stop (and save) at the first step end after this long."
+        ),
+    ] = None,
     save_steps: Annotated[
         int | None, typer.Option("--save-steps", min=1, help="Checkpoint every N steps.")
     ] = None,
@@ -144,6 +150,7 @@ def rl(
         "budget": {k: v for k, v in budget.items() if v is not None} or None,
         "judge": {k: v for k, v in judge.items() if v is not None} or None,
         "name": name,
+        "max_train_seconds": max_train_seconds,
         "lora": {"r": lora_r} if lora_r is not None else None,
         "launch": {k: v for k, v in launch.items() if v is not None} or None,
     }

@@ -53,6 +53,7 @@ from oresearch_cli.train.runs import (
     quiet_library_progress,
     resolve_base_model,
     save_final,
+    time_budget_callback,
     trainer_callback,
     write_run_file,
 )
@@ -374,6 +375,9 @@ def _train(
         callbacks=[trainer_callback(train_log, on_log)],
     )
     trainer.remove_callback(PrinterCallback)
+    budget = time_budget_callback(ores.max_train_seconds) if ores.max_train_seconds else None
+    if budget is not None:
+        trainer.add_callback(budget)
     for cut_off in incomplete_checkpoints(plan.output_dir):
         notes.append(f"{cut_off} was cut off while saving (no trainer_state.json); skipped it")
     if resume is not None:
@@ -385,6 +389,11 @@ def _train(
             asyncio.run_coroutine_threadsafe(session.close(), trainer.async_loop).result(timeout=30)
         if base is not None:
             base.cache.close()
+    if budget is not None and budget.stopped_at is not None:
+        notes.append(
+            f"stopped at step {budget.stopped_at} of {trainer.state.max_steps}: "
+            f"the {ores.max_train_seconds:g} s training budget was spent"
+        )
     save_final(
         trainer,
         tokenizer,

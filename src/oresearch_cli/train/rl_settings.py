@@ -88,6 +88,9 @@ class RlSettings:
     judge: JudgeChoice = dataclasses.field(default_factory=JudgeChoice)
     vllm_model: str | None = None  # the name `vllm serve` serves the policy under (default: its path)
     name: str | None = None  # the model's folder under models/; default rl-<config hash>
+    # Stop at the first step end after this many seconds of training (not part of the config
+    # hash: rerunning resumes the same run with a new budget). None: max_steps / epochs decide.
+    max_train_seconds: float | None = None
     lora: LoraSettings = dataclasses.field(default_factory=LoraSettings)
     launch: LaunchSettings = dataclasses.field(default_factory=LaunchSettings)
 

@@ -266,6 +266,35 @@ def trainer_callback(train_log: Path | None, on_log: LogHook | None) -> Any:
     return OresCallback()
 
 
+def time_budget_callback(seconds: float) -> Any:
+    """Stop training at the first step end after `seconds` of training in this process, as if
+    `max_steps` had been reached: the final model is saved and the run registered. A resumed run
+    gets the budget anew. Ranks agree (the longest-waiting rank decides) so none waits alone."""
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        def __init__(self) -> None:
+            self.started = time.monotonic()
+            self.stopped_at: int | None = None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            over = time.monotonic() - self.started >= seconds
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                import torch
+
+                flag = torch.tensor([1.0 if over else 0.0])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                over = bool(flag.item())
+            if over and not control.should_training_stop:
+                control.should_training_stop = True
+                control.should_save = True  # a checkpoint at the stop, like at max_steps
+                self.stopped_at = state.global_step
+
+    return TimeBudget()
+
+
 def quiet_library_progress() -> None:
     """ores reports progress itself (`trainer_callback`): no tqdm bars from datasets or transformers."""
     import datasets
