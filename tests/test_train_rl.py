@@ -271,9 +271,13 @@ def test_grpo_trains_two_steps_on_real_rollouts(tiny: Path) -> None:
 def test_a_time_budget_stops_training_and_saves_the_model(tiny: Path) -> None:
     done = rl(tiny, "--max-steps", "50", "--max-train-seconds", "1", "--name", "budget")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "stopped at step 1 of 50: the 1 s training budget was spent" in done.stderr
+    assert "stopped at step 1 of 50: the 1 s training budget was spent; rerun to resume" in done.stderr
     (row,) = sql(tiny, "select * from models_all where id = 'budget'")
     assert row["steps"] == 1 and (tiny / "ws" / row["path"] / "config.json").is_file()
+    # Paused, not done: the same command goes on from the checkpoint saved at the stop.
+    again = rl(tiny, "--max-steps", "50", "--max-train-seconds", "1", "--name", "budget")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from checkpoint-1" in again.stderr and "stopped at step 2 of 50" in again.stderr
 
 
 def test_a_missing_judge_is_refused_before_any_rollout(tiny: Path) -> None:

@@ -190,7 +190,9 @@ def run_rl(
         fields = {**outcome.fields, "seconds": round(time.monotonic() - started, 2)}
         record = _record(ws, plan, questions, fields)
         run.append(record)
-        write_run_file(plan.output_dir, plan.config_hash, run.run_id, "done")
+        # A run its time budget stopped is "paused": rerunning it resumes from the checkpoint
+        # saved at the stop (anything but "done" resumes); the model saved now is servable.
+        write_run_file(plan.output_dir, plan.config_hash, run.run_id, "paused" if outcome.paused else "done")
     return RlResult(record, run.run_id, notes=outcome.notes)
 
 
@@ -269,6 +271,7 @@ def judge_opener(llm_config: Any | None, calls_log: Path | None, run_id: str) ->
 class _TrainOutcome:
     fields: dict[str, Any]
     notes: list[str]
+    paused: bool = False  # stopped by the time budget before max_steps
 
 
 def _dataset(questions: QuestionSource) -> Any:
@@ -389,10 +392,13 @@ def _train(
             asyncio.run_coroutine_threadsafe(session.close(), trainer.async_loop).result(timeout=30)
         if base is not None:
             base.cache.close()
-    if budget is not None and budget.stopped_at is not None:
+    paused = (
+        budget is not None and budget.stopped_at is not None and budget.stopped_at < trainer.state.max_steps
+    )
+    if paused:
         notes.append(
-            f"stopped at step {budget.stopped_at} of {trainer.state.max_steps}: "
-            f"the {ores.max_train_seconds:g} s training budget was spent"
+            f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}: "
+            f"the {ores.max_train_seconds:g} s training budget was spent; rerun to resume"
         )
     save_final(
         trainer,
@@ -401,7 +407,7 @@ def _train(
         lora=ores.lora.r > 0,
         manifest={"kind": "rl", "base_model": ores.model, "config_hash": plan.config_hash},
     )
-    return _TrainOutcome(_curves(trainer, plan, book, base, resume), notes)
+    return _TrainOutcome(_curves(trainer, plan, book, base, resume), notes, paused)
 
 
 def rollout_generator(args: Any, plan: RlPlan) -> Callable[[Any, Any, int], Any] | None:
