@@ -11,7 +11,7 @@
 #      judge) and draws each component's curve over the training steps (learn-ws/learn/rl-curves.png).
 #
 # Needs `make learn-sft` first (its workspace and model). Every stage resumes after a Ctrl-C.
-# About 2 hours on 2 CPU cores. ORES_WS (default learn-ws) is the workspace.
+# About 2.5 hours on 2 CPU cores (~9 minutes a GRPO step). ORES_WS (default learn-ws) is the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORES=".venv/bin/ores"
@@ -28,7 +28,10 @@ source scripts/serve_embedded.sh
 start_embedded_server "$PORT" "$ORES_WS/serve-judge.log"
 
 echo "== 2. rl: GRPO with real tool calls, rewards 0.6 base + 0.2 tool + 0.2 format"
-$ORES rl --recipe recipes/rl/smollm2-cpu.yaml
+# ORES_RL_ARGS adds flags, e.g. "--max-train-seconds 3600": the run stops and saves after an
+# hour and a rerun resumes it from there.
+# shellcheck disable=SC2086
+$ORES rl --recipe recipes/rl/smollm2-cpu.yaml ${ORES_RL_ARGS:-}
 
 echo "== 3. held-out questions, the RL model writing the whole trace with real tool calls"
 $PY scripts/learn_sft_eval.py run --ws "$ORES_WS" --model smollm2-135m-rl --label rl

@@ -378,6 +378,15 @@ def test_context_length_ends_the_episode(corpus_ws: Workspace) -> None:
     assert model.params[0].max_tokens == 100
 
 
+def test_context_budget_below_the_model_limit_ends_the_episode(corpus_ws: Workspace) -> None:
+    probe = ScriptedModel([])
+    prompt = len(probe.prompt_ids(messages(QUESTION, "en")))
+    model = ScriptedModel([TURN_SEARCH, TURN_CRAWL, TURN_REPORT], context_length=prompt + 10_000)
+    episode = run(corpus_ws, model, LoopBudget(max_context_tokens=prompt + 100))
+    assert episode.stop_reason == "context" and model.params[0].max_tokens == 100
+    assert len(episode.prompt_ids) + len(episode.completion_ids) <= prompt + 100
+
+
 def test_wall_clock_budget_cancels_the_turn_in_flight(corpus_ws: Workspace) -> None:
     model = ScriptedModel([TURN_SEARCH], delay=5.0)
     episode = run(corpus_ws, model, LoopBudget(max_seconds=0.3))

@@ -123,7 +123,9 @@ class LoopBudget:
 
     `max_tool_calls`: tools run; `max_turns`: generator calls (model turns); `max_new_tokens`:
     model-written tokens in all; `max_turn_tokens`: per turn (a report is one turn);
-    `max_seconds`: wall clock, a turn or tool call in flight included. `seed`: turn n samples
+    `max_seconds`: wall clock, a turn or tool call in flight included; `max_context_tokens`: the
+    prompt and everything after it (below the model's own limit: a training step's memory grows
+    with it, and a rollout past a few thousand tokens is mostly observations). `seed`: turn n samples
     with `seed + n`, so an episode repeats and its turns differ.
     """
 
@@ -132,6 +134,7 @@ class LoopBudget:
     max_new_tokens: int = 8192
     max_turn_tokens: int = 4096
     max_seconds: float = 900.0
+    max_context_tokens: int | None = None  # prompt + completion; None: the model's context length
     temperature: float = 0.7
     top_p: float = 1.0
     seed: int | None = None
@@ -145,6 +148,8 @@ class LoopBudget:
         for name in ("max_turns", "max_new_tokens", "max_turn_tokens"):
             if getattr(self, name) < 1:
                 raise bad(name, "1 or more")
+        if self.max_context_tokens is not None and self.max_context_tokens < 1:
+            raise bad("max_context_tokens", "1 or more, or None for the model's own limit")
         if not self.max_seconds > 0:
             raise bad("max_seconds", "above 0")
         if not 0 <= self.temperature <= 2:
@@ -387,7 +392,8 @@ class _Loop:
         limits: list[tuple[int, StopReason]] = [
             (self.budget.max_new_tokens - self.n_model_tokens, "max_new_tokens")
         ]
-        context = self.generator.context_length
+        known = [n for n in (self.generator.context_length, self.budget.max_context_tokens) if n]
+        context = min(known) if known else None
         if context:
             limits.append((context - len(self.prompt_ids) - len(self.rollout.ids), "context"))
         limits.append((self.budget.max_turn_tokens, "max_turn_tokens"))

@@ -61,6 +61,9 @@ class RolloutBudget:
     max_new_tokens: int = bounded(2048, low=1)
     max_turn_tokens: int = bounded(700, low=1)
     max_seconds: float = bounded(600.0, low=1.0)
+    max_context_tokens: int | None = (
+        None  # prompt + rollout; None: the model's limit (bounds a step's memory)
+    )
 
 
 @dataclass

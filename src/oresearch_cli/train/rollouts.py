@@ -188,6 +188,7 @@ class PolicyRollouts:
             max_new_tokens=b.max_new_tokens,
             max_turn_tokens=b.max_turn_tokens,
             max_seconds=b.max_seconds,
+            max_context_tokens=b.max_context_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
             # distinct per rollout (a group's members must differ), repeatable per run
