@@ -10,7 +10,23 @@ import typer
 
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import FieldOption, WsOption, default_ws, err
-from oresearch_cli.cli.train_common import SFT_FIELDS, TrainProgress, launched_elsewhere
+from oresearch_cli.cli.train_common import (
+    SFT_FIELDS,
+    AccelerateConfigOption,
+    LearningRateOption,
+    LoraROption,
+    MachineRankOption,
+    MainProcessIpOption,
+    MainProcessPortOption,
+    MaxStepsOption,
+    NumMachinesOption,
+    NumProcessesOption,
+    ReportToOption,
+    SaveStepsOption,
+    TrainProgress,
+    launch_flags,
+    launched_elsewhere,
+)
 
 
 @app.command()
@@ -51,22 +67,12 @@ def sft(
         float | None,
         typer.Option("--eval-split", min=0.0, max=0.5, help="Share of questions held out for eval loss."),
     ] = None,
-    lora_r: Annotated[
-        int | None, typer.Option("--lora-r", min=0, help="LoRA rank; 0 is full fine-tuning.")
-    ] = None,
+    lora_r: LoraROption = None,
     epochs: Annotated[float | None, typer.Option("--epochs", min=0.0, help="num_train_epochs.")] = None,
-    learning_rate: Annotated[
-        float | None, typer.Option("--learning-rate", min=0.0, help="Peak learning rate.")
-    ] = None,
-    max_steps: Annotated[
-        int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")
-    ] = None,
-    save_steps: Annotated[
-        int | None, typer.Option("--save-steps", min=1, help="Checkpoint every N steps.")
-    ] = None,
-    report_to: Annotated[
-        str | None, typer.Option("--report-to", help="none, tensorboard, wandb, trackio (when installed).")
-    ] = None,
+    learning_rate: LearningRateOption = None,
+    max_steps: MaxStepsOption = None,
+    save_steps: SaveStepsOption = None,
+    report_to: ReportToOption = None,
     name: Annotated[
         str | None,
         typer.Option("--name", help="The model's folder under models/. Default: sft-<config hash>."),
@@ -74,24 +80,12 @@ def sft(
     ignore_gate: Annotated[
         bool | None, typer.Option("--ignore-gate", help="Train on a batch the spot-check gate holds.")
     ] = None,
-    accelerate_config: Annotated[
-        str | None, typer.Option("--accelerate-config", help="Launch through accelerate with this config.")
-    ] = None,
-    num_processes: Annotated[
-        int | None, typer.Option("--num-processes", min=1, help="Processes on all machines together.")
-    ] = None,
-    num_machines: Annotated[
-        int | None, typer.Option("--num-machines", min=1, help="Nodes of a multi-node run.")
-    ] = None,
-    machine_rank: Annotated[
-        int | None, typer.Option("--machine-rank", min=0, help="This node's rank (0 is the main node).")
-    ] = None,
-    main_process_ip: Annotated[
-        str | None, typer.Option("--main-process-ip", help="Node 0's address, reachable from every node.")
-    ] = None,
-    main_process_port: Annotated[
-        int | None, typer.Option("--main-process-port", min=0, max=65535, help="Node 0's rendezvous port.")
-    ] = None,
+    accelerate_config: AccelerateConfigOption = None,
+    num_processes: NumProcessesOption = None,
+    num_machines: NumMachinesOption = None,
+    machine_rank: MachineRankOption = None,
+    main_process_ip: MainProcessIpOption = None,
+    main_process_port: MainProcessPortOption = None,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print the resolved config, data and launch command; train nothing."),
@@ -113,14 +107,6 @@ def sft(
         "save_steps": save_steps,
         "report_to": report_to,
     }
-    launch_flags = {
-        "accelerate_config": accelerate_config,
-        "num_processes": num_processes,
-        "num_machines": num_machines,
-        "machine_rank": machine_rank,
-        "main_process_ip": main_process_ip,
-        "main_process_port": main_process_port,
-    }
     ores_flags: dict[str, Any] = {
         "model": model,
         "traces": traces,
@@ -130,7 +116,9 @@ def sft(
         "name": name,
         "ignore_gate": ignore_gate,
         "lora": {"r": lora_r} if lora_r is not None else None,
-        "launch": {k: v for k, v in launch_flags.items() if v is not None} or None,
+        "launch": launch_flags(
+            accelerate_config, num_processes, num_machines, machine_rank, main_process_ip, main_process_port
+        ),
     }
     resolved = resolve_sft(loaded, trl_flags, ores_flags)
     if launched_elsewhere(

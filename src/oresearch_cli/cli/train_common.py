@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,6 +21,56 @@ RL_FIELDS = (
     ("rewards/format/mean", "format"),
     ("kl", "kl"),
 )
+
+
+# Options `ores sft` and `ores rl` share, spelt once.
+LoraROption = Annotated[int | None, typer.Option("--lora-r", min=0, help="LoRA rank; 0 trains every weight.")]
+LearningRateOption = Annotated[
+    float | None, typer.Option("--learning-rate", min=0.0, help="Peak learning rate.")
+]
+MaxStepsOption = Annotated[int | None, typer.Option("--max-steps", help="Stop after N optimizer steps.")]
+SaveStepsOption = Annotated[int | None, typer.Option("--save-steps", min=1, help="Checkpoint every N steps.")]
+ReportToOption = Annotated[
+    str | None, typer.Option("--report-to", help="none, tensorboard, wandb, trackio (when installed).")
+]
+AccelerateConfigOption = Annotated[
+    str | None, typer.Option("--accelerate-config", help="Launch through accelerate with this config.")
+]
+NumProcessesOption = Annotated[
+    int | None, typer.Option("--num-processes", min=1, help="Processes on all machines together.")
+]
+NumMachinesOption = Annotated[
+    int | None, typer.Option("--num-machines", min=1, help="Nodes of a multi-node run.")
+]
+MachineRankOption = Annotated[
+    int | None, typer.Option("--machine-rank", min=0, help="This node's rank (0 is the main node).")
+]
+MainProcessIpOption = Annotated[
+    str | None, typer.Option("--main-process-ip", help="Node 0's address, reachable from every node.")
+]
+MainProcessPortOption = Annotated[
+    int | None, typer.Option("--main-process-port", min=0, max=65535, help="Node 0's rendezvous port.")
+]
+
+
+def launch_flags(
+    accelerate_config: str | None,
+    num_processes: int | None,
+    num_machines: int | None,
+    machine_rank: int | None,
+    main_process_ip: str | None,
+    main_process_port: int | None,
+) -> dict[str, Any] | None:
+    """The `ores.launch` block the launch flags set, or None when none is set."""
+    flags = {
+        "accelerate_config": accelerate_config,
+        "num_processes": num_processes,
+        "num_machines": num_machines,
+        "machine_rank": machine_rank,
+        "main_process_ip": main_process_ip,
+        "main_process_port": main_process_port,
+    }
+    return {k: v for k, v in flags.items() if v is not None} or None
 
 
 def launched_elsewhere(
