@@ -24,8 +24,10 @@ from oresearch_cli.cli.train_common import (
     ReportToOption,
     SaveStepsOption,
     TrainProgress,
+    folder_state,
     launch_flags,
     launched_elsewhere,
+    print_outcome_notes,
 )
 
 
@@ -179,9 +181,7 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
         err.print(f"ores rl: {len(questions.questions)} questions from {questions.name}; rewards {weights}")
     if dry_run:
         _print_resolved(resolved)
-        what = {"done": "already trained (a run would do nothing)", "resume": "a run resumes there"}.get(
-            state or "", "new"
-        )
+        what = folder_state(state)
         err.print(
             f"ores rl: policy {plan.model_path}; output {plan.output_dir} ({what}); config {plan.config_hash}"
         )
@@ -193,13 +193,7 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
     if not main:
         return
     record = result.record
-    if result.skipped:
-        err.print(
-            f"ores rl: this config is already trained in {plan.output_dir}; nothing to do "
-            "(change a setting or --name to train again)"
-        )
-    for note in result.notes:
-        err.print(f"ores rl: {note}")
+    print_outcome_notes("rl", result, plan.output_dir)
     err.print(
         f"ores rl: {record.method} from {record.base_model}: {record.steps} steps, {record.rollouts} rollouts, "
         f"{record.mean_tool_calls or 0:.1f} tool calls each, judge {record.judge_calls} calls "

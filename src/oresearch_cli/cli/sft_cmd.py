@@ -24,8 +24,10 @@ from oresearch_cli.cli.train_common import (
     ReportToOption,
     SaveStepsOption,
     TrainProgress,
+    folder_state,
     launch_flags,
     launched_elsewhere,
+    print_outcome_notes,
 )
 
 
@@ -158,9 +160,7 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
         err.print(f"ores sft: {data.summary()}")
     if dry_run:
         _print_resolved(resolved)
-        what = {"done": "already trained (a run would do nothing)", "resume": "a run resumes there"}.get(
-            state or "", "new"
-        )
+        what = folder_state(state)
         err.print(
             f"ores sft: base model {plan.model_path}; output {plan.output_dir} ({what}); config {plan.config_hash}"
         )
@@ -172,13 +172,7 @@ def _train(resolved: Any, where: str, ws_path: Path, dry_run: bool) -> None:
     if not main:
         return
     record = result.record
-    if result.skipped:
-        err.print(
-            f"ores sft: this config is already trained in {plan.output_dir}; nothing to do "
-            "(change a setting or --name to train again)"
-        )
-    for note in result.notes:
-        err.print(f"ores sft: {note}")
+    print_outcome_notes("sft", result, plan.output_dir)
     eval_part = f", eval loss {record.eval_loss:.4f}" if record.eval_loss is not None else ""
     loss_part = f"train loss {record.train_loss:.4f}" if record.train_loss is not None else "no loss logged"
     err.print(

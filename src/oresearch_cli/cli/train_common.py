@@ -73,6 +73,24 @@ def launch_flags(
     return {k: v for k, v in flags.items() if v is not None} or None
 
 
+def folder_state(state: str | None) -> str:
+    """What a run would do with its output folder, for --dry-run."""
+    return {"done": "already trained (a run would do nothing)", "resume": "a run resumes there"}.get(
+        state or "", "new"
+    )
+
+
+def print_outcome_notes(stage: str, result: Any, output_dir: Any) -> None:
+    """The lines every training run ends with before its summary: nothing to do, and its notes."""
+    if result.skipped:
+        err.print(
+            f"ores {stage}: this config is already trained in {output_dir}; nothing to do "
+            "(change a setting or --name to train again)"
+        )
+    for note in result.notes:
+        err.print(f"ores {stage}: {note}")
+
+
 def launched_elsewhere(
     stage: str, settings: Any, where: str, dry_run: bool, print_resolved: Callable[[], None]
 ) -> bool:
