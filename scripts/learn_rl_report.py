@@ -120,12 +120,17 @@ def main() -> None:
     parser.add_argument("--labels", default="sft,rl")
     args = parser.parse_args()
     ws = Workspace.open(args.ws, create=False)
+    answers: dict[str, list[dict[str, Any]]] = {}
     for label in args.labels.split(","):
         path = args.ws / "learn" / f"{label}.jsonl"
         if not path.exists():
             print(f"{path}: missing; run learn_sft_eval.py run --label {label} first", file=sys.stderr)
             continue
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        answers[label] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Compare on the questions every label answered (an interrupted evaluation covers fewer).
+    common = set.intersection(*({r["id"] for r in rows} for rows in answers.values())) if answers else set()
+    for label, rows in answers.items():
+        rows = sorted((r for r in rows if r["id"] in common), key=lambda r: r["id"])
         base = asyncio.run(base_rewards(ws, args.config, rows))
         print(json.dumps(summarize(label, rows, base)))
     curves(ws, args.ws / "learn" / "rl-curves.png")

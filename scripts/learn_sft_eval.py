@@ -96,7 +96,10 @@ async def run(ws_path: Path, model: str, label: str, questions: Path, concurrenc
                 "question": item["question"],
                 "label": label,
                 "model": model,
-                **score(episode),
+                "stop_reason": episode.stop_reason,
+                "seconds": round(episode.seconds, 1),
+                "model_tokens": episode.n_model_tokens,
+                **score(episode.text),
             }
             row["text"] = episode.text
             with out.open("a", encoding="utf-8") as fh:
