@@ -173,6 +173,31 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+def resume_notes(output_dir: Path, resume: Path | None) -> list[str]:
+    """What a run says about the checkpoints it found: cut-off saves skipped, the one resumed."""
+    notes = [
+        f"{cut_off} was cut off while saving (no trainer_state.json); skipped it"
+        for cut_off in incomplete_checkpoints(output_dir)
+    ]
+    if resume is not None:
+        notes.append(f"resumed from {resume.name}")
+    return notes
+
+
+def registered_model(
+    ws: Workspace, stage: str, output_dir: Path, config_hash: str, name: str
+) -> dict[str, Any]:
+    """The `models` row of the finished run of this config and name (its folder says "done")."""
+    for artifact in ws.artifacts(kind=MODELS_KIND):
+        for row in ws.read_artifact(artifact):
+            if row.get("config_hash") == config_hash and row.get("id") == name:
+                return dict(row)
+    raise WorkspaceError(
+        f"{output_dir}: marked trained but no {stage} run of it is in this workspace's catalog; "
+        "pass another --name or delete the folder"
+    )
+
+
 def incomplete_checkpoints(output_dir: Path) -> list[str]:
     """Checkpoint folders newer than the last complete one: a save that was cut off."""
     folder = output_dir / CHECKPOINTS
@@ -284,7 +309,9 @@ def time_budget_callback(seconds: float) -> Any:
             if dist.is_available() and dist.is_initialized():
                 import torch
 
-                flag = torch.tensor([1.0 if over else 0.0])
+                # NCCL reduces GPU tensors only; gloo (CPU) CPU ones
+                device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+                flag = torch.tensor([1.0 if over else 0.0], device=device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 over = bool(flag.item())
             if over and not control.should_training_stop:

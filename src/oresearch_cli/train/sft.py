@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from oresearch_cli.agent.protocol import protocol_version
-from oresearch_cli.errors import InputError, OresError, WorkspaceError
+from oresearch_cli.errors import InputError, OresError
 from oresearch_cli.train.examples import ChatFormat, Dropped, Example, TraceItem, build_example, split_items
 from oresearch_cli.train.runs import (
     CHECKPOINTS,
@@ -41,7 +41,6 @@ from oresearch_cli.train.runs import (
     TRAIN_LOG_KIND,
     LogHook,
     check_output_dir,
-    incomplete_checkpoints,
     is_main_process,
     last_checkpoint,
     liger_available,
@@ -49,7 +48,9 @@ from oresearch_cli.train.runs import (
     load_tokenizer,
     peft_config,
     quiet_library_progress,
+    registered_model,
     resolve_base_model,
+    resume_notes,
     save_final,
     trainer_callback,
     write_run_file,
@@ -245,7 +246,8 @@ def run_sft(ws: Workspace, plan: SftPlan, data: SftData, *, on_log: LogHook | No
     """Train (or resume) and register the model. Rank 0 writes the workspace; every rank trains."""
     state = check_output_dir(plan.output_dir, plan.config_hash)
     if state == "done":
-        return SftResult(_existing_record(ws, plan), None, skipped=True)
+        row = registered_model(ws, "sft", plan.output_dir, plan.config_hash, plan.name)
+        return SftResult(ModelRecord.from_row(row), None, skipped=True)
     main = is_main_process()
     if not main:
         _train(plan, data, train_log=None, on_log=None)
@@ -280,17 +282,6 @@ def run_sft(ws: Workspace, plan: SftPlan, data: SftData, *, on_log: LogHook | No
         run.append(record)
         write_run_file(plan.output_dir, plan.config_hash, run.run_id, "done")
     return SftResult(record, run.run_id, notes=outcome.notes)
-
-
-def _existing_record(ws: Workspace, plan: SftPlan) -> ModelRecord:
-    for artifact in ws.artifacts(kind=ModelRecord.KIND):
-        for row in ws.read_artifact(artifact):
-            if row.get("config_hash") == plan.config_hash and row.get("id") == plan.name:
-                return ModelRecord.from_row(row)
-    raise WorkspaceError(
-        f"{plan.output_dir}: marked trained but no sft run of it is in this workspace's catalog; "
-        "pass another --name or delete the folder"
-    )
 
 
 @dataclass
@@ -329,10 +320,7 @@ def _train(plan: SftPlan, data: SftData, *, train_log: Path | None, on_log: LogH
         callbacks=[trainer_callback(train_log, on_log)],
     )
     trainer.remove_callback(PrinterCallback)
-    for cut_off in incomplete_checkpoints(plan.output_dir):
-        notes.append(f"{cut_off} was cut off while saving (no trainer_state.json); skipped it")
-    if resume is not None:
-        notes.append(f"resumed from {resume.name}")
+    notes += resume_notes(plan.output_dir, resume)
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     eval_loss = None
     if data.eval:
