@@ -152,6 +152,8 @@ class Engine:
         self.grammars = grammars
         self.cache_tokens = cache_tokens
         self.context_length = int(getattr(model.config, "max_position_embeddings", 0) or 0) or None
+        # inputs go where the weights are (a GPU for an in-process policy); sampling stays on the CPU
+        self.device = next(iter(model.parameters())).device
         eos = model.generation_config.eos_token_id if model.generation_config else None
         eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
         if tokenizer.eos_token_id is not None:
@@ -212,23 +214,33 @@ class Engine:
         return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
     def _run(self) -> None:
-        torch = self.torch
-        with torch.inference_mode():
+        with self.torch.inference_mode():
             while True:
                 with self._wake:
                     while not self._stopping and not self._pending and not self._rows:
                         self._wake.wait()
                     if self._stopping:
                         break
-                try:
-                    self._admit()
-                    if self._rows:
-                        self._step()
-                except Exception as exc:  # a broken forward pass fails the batch, not the server
-                    log.exception("generation failed")
-                    for row in self._rows:
-                        self._finish(row, FINISH_ERROR, error=f"generation failed: {exc}")
-                    self._rows, self._cache, self._mask = [], None, None
+                self._guarded(self._cycle)
+        self._shut_down()
+
+    def _cycle(self) -> None:
+        self._admit()
+        if self._rows:
+            self._step()
+
+    def _guarded(self, work: Any) -> None:
+        """Run `work`; a broken forward pass fails the batch, not the server."""
+        try:
+            work()
+        except Exception as exc:
+            log.exception("generation failed")
+            for row in self._rows:
+                self._finish(row, FINISH_ERROR, error=f"generation failed: {exc}")
+            self._rows, self._cache, self._mask = [], None, None
+
+    def _shut_down(self) -> None:
+        """Cancel what is still in the batch or waiting: the engine is stopping."""
         for row in self._rows:
             self._finish(row, FINISH_CANCELLED, error="the server is shutting down")
         with self._wake:
@@ -267,13 +279,13 @@ class Engine:
             row.matcher = self.grammars.matcher(request.grammar)
         if request.params.seed is not None:
             row.generator = torch.Generator().manual_seed(request.params.seed)
-        ids = torch.tensor([request.prompt_ids], dtype=torch.long)
+        ids = torch.tensor([request.prompt_ids], dtype=torch.long, device=self.device)
         out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()
+        logits = out.logits[:, -1, :].float().cpu()
         self._choose([row], logits)
         if row.finished is not None:
             return
-        mask = torch.ones((1, len(request.prompt_ids)), dtype=torch.long)
+        mask = torch.ones((1, len(request.prompt_ids)), dtype=torch.long, device=self.device)
         self._merge(row, out["cache"], mask)
 
     def _merge(self, row: _Row, cache: Any, mask: Any) -> None:
@@ -304,10 +316,12 @@ class Engine:
         rows = self._rows
         self.stats.steps += 1
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(rows))
-        ids = torch.tensor([[row.last_token] for row in rows], dtype=torch.long)
+        ids = torch.tensor([[row.last_token] for row in rows], dtype=torch.long, device=self.device)
         # the token fed now is the last one chosen: its position follows the prompt and the rest
         positions = torch.tensor(
-            [[len(row.request.prompt_ids) + len(row.tokens) - 1] for row in rows], dtype=torch.long
+            [[len(row.request.prompt_ids) + len(row.tokens) - 1] for row in rows],
+            dtype=torch.long,
+            device=self.device,
         )
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(rows), 1))], dim=1)
         out = self.model(
@@ -318,7 +332,7 @@ class Engine:
             use_cache=True,
         )
         self._cache = out["cache"]
-        self._choose(rows, out.logits[:, -1, :].float())
+        self._choose(rows, out.logits[:, -1, :].float().cpu())
         keep = [i for i, row in enumerate(rows) if row.finished is None]
         if len(keep) == len(rows):
             return
@@ -326,7 +340,7 @@ class Engine:
         if not keep:
             self._cache, self._mask = None, None
             return
-        index = torch.tensor(keep, dtype=torch.long)
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self._cache.batch_select_indices(index)
         self._mask = self._mask[index]
         # columns that are padding in every remaining row cost attention for nothing
