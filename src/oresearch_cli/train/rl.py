@@ -44,14 +44,15 @@ from oresearch_cli.train.runs import (
     TRAIN_LOG_KIND,
     LogHook,
     check_output_dir,
-    incomplete_checkpoints,
     is_main_process,
     last_checkpoint,
     load_causal_lm,
     load_tokenizer,
     peft_config,
     quiet_library_progress,
+    registered_model,
     resolve_base_model,
+    resume_notes,
     save_final,
     time_budget_callback,
     trainer_callback,
@@ -170,7 +171,8 @@ def run_rl(
     """Train (or resume) and register the model. Rank 0 writes the workspace; every rank trains."""
     state = check_output_dir(plan.output_dir, plan.config_hash, "rl")
     if state == "done":
-        return RlResult(_existing_record(ws, plan), None, skipped=True)
+        row = registered_model(ws, "rl", plan.output_dir, plan.config_hash, plan.name)
+        return RlResult(RlModelRecord.from_row(row), None, skipped=True)
     llm_config = judge_llm_config(plan)
     if not is_main_process():
         opener = judge_opener(llm_config, None, "")
@@ -208,19 +210,6 @@ def _record(ws: Workspace, plan: RlPlan, questions: QuestionSource, fields: dict
         reward_weights=json.dumps(plan.reward_weights),
         reward_names=json.dumps(plan.reward_names),
         **fields,
-    )
-
-
-def _existing_record(ws: Workspace, plan: RlPlan) -> RlModelRecord:
-    from oresearch_cli.errors import WorkspaceError
-
-    for artifact in ws.artifacts(kind=MODELS_KIND):
-        for row in ws.read_artifact(artifact):
-            if row.get("config_hash") == plan.config_hash and row.get("id") == plan.name:
-                return RlModelRecord.from_row(row)
-    raise WorkspaceError(
-        f"{plan.output_dir}: marked trained but no rl run of it is in this workspace's catalog; "
-        "pass another --name or delete the folder"
     )
 
 
@@ -381,12 +370,10 @@ def _train(
     budget = time_budget_callback(ores.max_train_seconds) if ores.max_train_seconds else None
     if budget is not None:
         trainer.add_callback(budget)
-    for cut_off in incomplete_checkpoints(plan.output_dir):
-        notes.append(f"{cut_off} was cut off while saving (no trainer_state.json); skipped it")
-    if resume is not None:
-        notes.append(f"resumed from {resume.name}")
+    notes += resume_notes(plan.output_dir, resume)
     try:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        book.share(trainer.accelerator)  # the other ranks' rollouts of the last batch
     finally:
         if session is not None and getattr(trainer, "async_loop", None) is not None:
             asyncio.run_coroutine_threadsafe(session.close(), trainer.async_loop).result(timeout=30)
@@ -395,6 +382,11 @@ def _train(
     paused = (
         budget is not None and budget.stopped_at is not None and budget.stopped_at < trainer.state.max_steps
     )
+    if rollouts.lockstep_batches:
+        notes.append(
+            f"{rollouts.lockstep_batches} generation batches decoded in lockstep over "
+            f"{trainer.accelerator.num_processes} ranks (ZeRO-3, weights left sharded)"
+        )
     if paused:
         notes.append(
             f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}: "
@@ -411,18 +403,12 @@ def _train(
 
 
 def rollout_generator(args: Any, plan: RlPlan) -> Callable[[Any, Any, int], Any] | None:
-    """Where rollouts are generated. None: an in-process `Engine` over the trainer's weights (a
-    CPU, or one GPU). With TRL's `use_vllm` in server mode: the `vllm serve` TRL syncs the weights
-    to before each generation batch, through its OpenAI `/v1/completions` (token-id prompts, stop
-    strings, the sampled ids and log probs back)."""
-    zero3 = getattr(getattr(args, "deepspeed_plugin", None), "zero_stage", None) == 3
+    """Where rollouts are generated. None: an in-process `Engine` over the trainer's weights on
+    each rank (a CPU or a GPU; under ZeRO-3 gathered, or kept in step across ranks: see
+    `rollouts.generation_policy`). With TRL's `use_vllm` in server mode: the `vllm serve` TRL
+    syncs the weights to before each generation batch, through its OpenAI `/v1/completions`
+    (token-id prompts, stop strings, the sampled ids and log probs back)."""
     if not args.use_vllm:
-        if zero3:
-            raise ConfigError(
-                f"{plan.where}: multi-turn rollouts on the in-process engine under DeepSpeed ZeRO-3 would "
-                "leave ranks out of step (each rollout decodes a different number of tokens); use vLLM "
-                "server mode (use_vllm: true, vllm_mode: server) or ZeRO-2"
-            )
         return None
     if args.vllm_mode != "server":
         raise ConfigError(

@@ -12,7 +12,9 @@ observations carry no loss), plus per-rollout extras the reward functions read: 
 `n_tool_calls`, `rollout_id`.
 
 Every episode goes to the `RolloutBook`, which writes it as a trace row (`rollouts` log) once its
-rewards are known, so `ores trace show`, `ores filter` and `ores ws sql` work on rollouts.
+rewards are known, so `ores trace show`, `ores filter` and `ores ws sql` work on rollouts. Only
+rank 0 writes the workspace: the other ranks' scored rollouts reach it at the start of the next
+generation batch (a point every rank passes in step) and at the end of training.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import contextlib
 import inspect
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +50,14 @@ class RolloutBook:
     every reward component has scored it, so a killed run keeps the rollouts it scored.
 
     Reward functions run on TRL's threads (async ones on its event loop thread): a lock keeps the
-    book consistent."""
+    book consistent. A rank other than 0 (`path` None) keeps its scored rows in an outbox that
+    `share` hands to rank 0."""
 
     def __init__(self, path: Path | None, reward_names: Sequence[str]) -> None:
         self.path = path
         self.reward_names = tuple(reward_names)
         self._pending: dict[str, dict[str, Any]] = {}
+        self._outbox: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.written = 0
         self._tool_calls = 0
@@ -77,11 +81,29 @@ class RolloutBook:
                 if all(n in row["rewards"] for n in self.reward_names):
                     self._write(self._pending.pop(rollout_id))
 
-    def _write(self, row: dict[str, Any]) -> None:
-        self.written += 1
-        self._tool_calls += int(row.get("n_tool_calls", 0))
+    def share(self, accelerator: Any) -> None:
+        """Hand every rank's scored rows to rank 0, which writes them. A collective: every rank
+        must call it at the same point (see the module docstring)."""
+        if accelerator.num_processes == 1:
+            return
+        from accelerate.utils import gather_object
+
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+        gathered = gather_object([outbox])  # one list per rank, in rank order
         if self.path is None:
             return
+        with self._lock:
+            for rows in gathered:
+                for row in rows:
+                    self._write(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if self.path is None:
+            self._outbox.append(row)
+            return
+        self.written += 1
+        self._tool_calls += int(row.get("n_tool_calls", 0))
         flat = {**row, **{f"reward_{k}": v for k, v in row.pop("rewards").items()}}
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(flat, ensure_ascii=False) + "\n")
@@ -126,19 +148,25 @@ class PolicyRollouts:
     # (model, tokenizer, batch size) -> an open Generator; None: an Engine over the policy's weights
     make_generator: Callable[[Any, Any, int], Any] | None = None
     batches: int = field(default=0, init=False)
+    lockstep_batches: int = field(default=0, init=False)  # decoded by `LockstepEngine` (ZeRO-3)
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
+        self.book.share(trainer.accelerator)  # the last batch's rollouts of the other ranks
         infos = [self._info(p) for p in prompts]
         step = int(trainer.state.global_step)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        was_training = model.training
-        model.eval()  # no dropout while sampling, and the KV cache on (checkpointing turns it off)
-        try:
-            episodes = asyncio.run(self._research_all(model, trainer.processing_class, infos, step))
-        finally:
-            model.train(was_training)
+        with generation_policy(trainer, local=self.make_generator is None) as (model, lockstep):
+            self.lockstep_batches += int(lockstep)
+            was_training = model.training
+            model.eval()  # no dropout while sampling, and the KV cache on (checkpointing turns it off)
+            try:
+                episodes = asyncio.run(
+                    self._research_all(model, trainer.processing_class, infos, step, lockstep)
+                )
+            finally:
+                model.train(was_training)
         self.batches += 1
-        ids = [f"s{step}-b{self.batches}-{i}" for i in range(len(episodes))]
+        rank = f"r{trainer.accelerator.process_index}-" if trainer.accelerator.num_processes > 1 else ""
+        ids = [f"s{step}-b{self.batches}-{rank}{i}" for i in range(len(episodes))]
         for index, (rollout_id, info, episode) in enumerate(zip(ids, infos, episodes, strict=True)):
             self.book.add(rollout_row(rollout_id, step, index, info, episode))
         return {
@@ -157,13 +185,13 @@ class PolicyRollouts:
         return found if found is not None else PromptInfo("", text, None)
 
     async def _research_all(
-        self, model: Any, tokenizer: Any, infos: list[PromptInfo], step: int
+        self, model: Any, tokenizer: Any, infos: list[PromptInfo], step: int, lockstep: bool
     ) -> list[Episode]:
         async with contextlib.AsyncExitStack() as stack:
             if self.make_generator is not None:
                 generator = self.make_generator(model, tokenizer, len(infos))
             else:
-                generator = _engine_generator(model, tokenizer, len(infos))
+                generator = _engine_generator(model, tokenizer, len(infos), lockstep=lockstep)
             stack.push_async_callback(generator.aclose)
             tools = await stack.enter_async_context(self.open_tools())
             episodes = await asyncio.gather(
@@ -196,11 +224,39 @@ class PolicyRollouts:
         )
 
 
-def _engine_generator(model: Any, tokenizer: Any, batch: int) -> EngineGenerator:
-    """A started `Engine` over the policy's own weights (stopped by the generator's `aclose`)."""
-    from oresearch_cli.server.engine import Engine
+@contextlib.contextmanager
+def generation_policy(trainer: Any, *, local: bool) -> Iterator[tuple[Any, bool]]:
+    """The policy to decode rollouts with, and whether its forward passes are collective.
 
-    engine = Engine(model, tokenizer, max_batch=max(1, batch))
+    Under DeepSpeed ZeRO-3 with local generation, TRL's `unwrap_model_for_generation` either
+    gathers the full weights on every rank for the whole batch (`ds3_gather_for_generation`, the
+    default: forward passes are then local) or leaves them sharded, and then every forward pass
+    is a collective the ranks must run in step (`lockstep.LockstepEngine`). Generation on a vLLM
+    server (`local` false) needs neither: the weights are never gathered here."""
+    if not (local and _zero_stage(trainer) == 3):
+        yield trainer.accelerator.unwrap_model(trainer.model), False
+        return
+    from trl.models import unwrap_model_for_generation
+
+    gather = bool(trainer.args.ds3_gather_for_generation)
+    with unwrap_model_for_generation(
+        trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=gather
+    ) as model:
+        yield model, not gather
+
+
+def _zero_stage(trainer: Any) -> int | None:
+    plugin = getattr(getattr(trainer.accelerator, "state", None), "deepspeed_plugin", None)
+    return getattr(plugin, "zero_stage", None)
+
+
+def _engine_generator(model: Any, tokenizer: Any, batch: int, *, lockstep: bool) -> EngineGenerator:
+    """A started `Engine` over the policy's own weights (stopped by the generator's `aclose`); a
+    `LockstepEngine` when every forward pass is a collective of all ranks."""
+    from oresearch_cli.server.engine import Engine
+    from oresearch_cli.train.lockstep import LockstepEngine
+
+    engine = (LockstepEngine if lockstep else Engine)(model, tokenizer, max_batch=max(1, batch))
     generator = EngineGenerator(
         engine, name="policy", tokenizer=ChatTokenizer(tokenizer, name="policy"), owns=True
     )
