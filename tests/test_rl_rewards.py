@@ -18,6 +18,13 @@ from oresearch_cli.errors import ConfigError
 from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.filtering.judge import CRITERIA, JudgeCache
 from oresearch_cli.llm import ChatResult, MalformedOutput, Usage
+from oresearch_cli.scoring.race import (
+    DIMENSIONS,
+    RaceOutputError,
+    check_pair_scores,
+    clean_article,
+    relative_score,
+)
 from oresearch_cli.trace import Problem, parse, validate
 from oresearch_cli.train.rewards import (
     MAX_TOOL_CALLS,
@@ -413,3 +420,63 @@ def test_load_reward_function_failures_are_one_line(tmp_path: Path, spec: str, s
         load_reward_function(spec.format(tmp=tmp_path))
     message = str(err.value)
     assert message.startswith("--reward-func ") and says in message and "\n" not in message
+
+
+# -- R_base against a reference report (RACE-style) ----------------------------------------------
+
+
+def race_json(target: int, reference: int) -> str:
+    return json.dumps({d: {"target": target, "reference": reference} for d in DIMENSIONS})
+
+
+REFERENCE = "## Introduction\nPhotosynthesis has two stages [1].\n\n## References\n[1] http://ref.example/a\n"
+
+
+def test_relative_score_is_the_targets_share_and_cleaning_cuts_citations() -> None:
+    even = {d: {"target": 5.0, "reference": 5.0} for d in DIMENSIONS}
+    assert relative_score(even) == 0.5
+    better = {d: {"target": 6.0, "reference": 4.0} for d in DIMENSIONS}
+    assert relative_score(better) == pytest.approx(0.6)
+    # weights move the share toward the dimensions that weigh more
+    mixed = {**even, "insight": {"target": 10.0, "reference": 0.0}}
+    assert relative_score(mixed, {"insight": 3.0}) > relative_score(mixed) > 0.5
+    assert relative_score({d: {"target": 0.0, "reference": 0.0} for d in DIMENSIONS}) is None
+    assert clean_article(REFERENCE) == "## Introduction\nPhotosynthesis has two stages."
+    assert clean_article("A claim [2, 3] and another [4-6].\nSources:\n- x") == "A claim and another."
+    with pytest.raises(RaceOutputError, match="insight.reference must be a number from 0 to 10"):
+        check_pair_scores(
+            {
+                **{d: {"target": 1, "reference": 1} for d in DIMENSIONS},
+                "insight": {"target": 1, "reference": 11},
+            }
+        )
+
+
+def test_a_question_with_a_reference_is_scored_against_it(cache: JudgeCache) -> None:
+    def reply(messages: list[dict[str, str]]) -> str:
+        prompt = messages[-1]["content"]
+        return race_json(6, 4) if "## Reference report" in prompt else scores_json(VALUES)
+
+    judge = ScriptedJudge(reply)
+    reward = BaseReward(Opener(judge), cache)
+    other = EXAMPLE.replace("Calvin", "Krebs")
+    scores = call(reward, [EXAMPLE, other, EXAMPLE[:REPORT]], reference=[REFERENCE, None, REFERENCE])
+    assert scores[0] == pytest.approx(0.6)  # 6 / (6 + 4) on every dimension
+    assert scores[1] == pytest.approx(sum(VALUES.values()) / len(VALUES) / 10)  # no reference: pointwise
+    assert scores[2] == 0.0  # no report: 0 without a call
+    (race_prompt,) = [m[-1]["content"] for m in judge.requests if "## Reference report" in m[-1]["content"]]
+    report = parse(EXAMPLE).report
+    assert report is not None and "Photosynthesis has two stages." in race_prompt
+    assert "http://ref.example/a" not in race_prompt and "[1]" not in race_prompt  # cleaned, both sides
+    assert (reward.calls, reward.failed) == (2, 0)
+    # cached under its own rubric: the same pair again makes no call
+    silent = BaseReward(Opener(ScriptedJudge(lambda m: pytest.fail("cached"))), cache)
+    assert call(silent, [EXAMPLE], reference=[REFERENCE]) == [scores[0]] and silent.cached == 1
+
+
+def test_a_malformed_comparison_is_missing_not_zero(cache: JudgeCache) -> None:
+    judge = ScriptedJudge(lambda messages: json.dumps({"comprehensiveness": {"target": 7}}))
+    reward = BaseReward(Opener(judge), cache, JudgeSettings(max_attempts=2))
+    assert call(reward, [EXAMPLE], reference=[REFERENCE]) == [None]
+    assert reward.failed == 1 and len(judge.requests) == 2
+    assert "comprehensiveness.reference must be a number from 0 to 10" in judge.requests[1][-1]["content"]

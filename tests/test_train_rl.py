@@ -180,6 +180,27 @@ def test_settings_refuse_what_would_be_silently_wrong(tmp_path: Path) -> None:
 
 # -- `ores rl` on a tiny Qwen2 --------------------------------------------------------------------
 
+def test_questions_carry_their_reference_report_when_the_file_has_one(tmp_path: Path) -> None:
+    from oresearch_cli.errors import InputError
+    from oresearch_cli.train.inputs import load_questions
+
+    ws = Workspace.open(tmp_path / "ws")
+    rows = [
+        {"id": "a", "prompt": "What is X?", "language": "en", "article": "ignored", "reference": " A report. "},
+        {"id": "b", "prompt": "What is Y?"},
+    ]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    questions = load_questions(ws, str(path)).questions
+    assert [(q.id, q.question, q.reference) for q in questions] == [
+        ("a", "What is X?", "A report."),
+        ("b", "What is Y?", None),
+    ]
+    path.write_text(json.dumps({"id": "c", "question": "Q?", "reference": {"text": "x"}}) + "\n")
+    with pytest.raises(InputError, match=r"q.jsonl:1: 'reference' is not text; give the reference report"):
+        load_questions(ws, str(path))
+
+
 # A tiny Qwen2 taught the tags by `ores sft` (60 steps at a high learning rate, ~10 s) writes
 # some of the protocol, so the format reward is not zero everywhere.
 SFT_RECIPE = """
@@ -347,6 +368,51 @@ def test_base_reward_scores_a_report_through_a_served_judge(
     expected = sum(s["score"] for s in JUDGE_SCORES.values()) / len(JUDGE_SCORES) / 10
     assert first[0] == pytest.approx(expected, abs=0.001) and first[1] == 0.0  # no report: 0, no call
     assert again == first and reward.calls == 1 and reward.cached == 1 and reward.failed == 0
+
+
+def test_race_reward_compares_with_the_reference_through_the_embedded_model(
+    embedded_server: tuple[str, str], tmp_path: Path
+) -> None:
+    """R_base for a question with a reference report: the embedded SmolLM2, served with the
+    schema enforced while decoding, scores both reports on the four dimensions; the reward is
+    the report's share T / (T + R), and the same pair again comes from the judge cache."""
+    from oresearch_cli.filtering.config import JudgeSettings
+    from oresearch_cli.filtering.judge import JudgeCache
+    from oresearch_cli.llm import LLMClient, load_config
+    from oresearch_cli.train.rewards import BaseReward
+
+    base_url, model_name = embedded_server
+    config = load_config(
+        None,
+        {"judge.base_url": base_url, "judge.model": model_name, "judge.api_key_env": "",
+         "judge.temperature": 0.0, "judge.max_tokens": 200, "judge.json_mode": "json_schema"},
+        require=["judge"],
+    )  # fmt: skip
+    row = json.loads(traces_file(tmp_path / "t.jsonl", n_good=1, broken=False).read_text().splitlines()[0])
+    reference = (
+        "## Introduction\nA short overview of the topic with one claim [1].\n\n"
+        "## Conclusion\nThe topic matters.\n\n## References\n[1] http://example.org/ref\n"
+    )
+    cache = JudgeCache.for_workspace(Workspace.open(tmp_path / "ws"))
+
+    async def open_client() -> LLMClient:
+        return await LLMClient(config).__aenter__()
+
+    reward = BaseReward(open_client, cache, JudgeSettings(max_chars=6000, concurrency=1, max_attempts=2))
+
+    async def score_twice() -> tuple[list[float | None], list[float | None]]:
+        kwargs = {"prompts": [], "completions": [], "question": [row["question"]], "reference": [reference]}
+        try:
+            return await reward(trace_text=[row["trace"]], **kwargs), await reward(
+                trace_text=[row["trace"]], **kwargs
+            )
+        finally:
+            await reward.aclose()
+            cache.close()
+
+    first, again = asyncio.run(score_twice())
+    assert reward.failed == 0 and first[0] is not None and 0.0 <= first[0] <= 1.0, first
+    assert again == first and reward.cached == 1 and 1 <= reward.calls <= 2
 
 
 # -- where rollouts are generated, and the GPU recipes ----------------------------------------------

@@ -223,11 +223,13 @@ class JudgeCache:
             row = self._db.execute("SELECT scores FROM judge WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
-    def put(self, key: str, model: str, scores: dict[str, dict[str, Any]]) -> None:
+    def put(
+        self, key: str, model: str, scores: dict[str, dict[str, Any]], rubric: str = RUBRIC_VERSION
+    ) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO judge VALUES (?, ?, ?, ?, ?)",
-                (key, model, RUBRIC_VERSION, json.dumps(scores, ensure_ascii=False), time.time()),
+                (key, model, rubric, json.dumps(scores, ensure_ascii=False), time.time()),
             )
 
     def close(self) -> None:

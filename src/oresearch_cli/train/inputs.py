@@ -119,12 +119,17 @@ class Question:
     id: str
     question: str
     language: str | None
+    reference: str | None = None  # a reference report: R_base then scores RACE-style against it
 
 
 @dataclass(frozen=True)
 class QuestionSource:
     questions: list[Question]
     name: str  # for the run's `inputs`: a seed run id or a file
+
+
+# A question's reference report (DeepResearch Bench's reference.jsonl calls it `article`).
+REFERENCE_FIELDS = ("reference", "reference_report", "reference_article")
 
 
 def load_questions(ws: Workspace, source: str | None = None, *, field: str | None = None) -> QuestionSource:
@@ -158,11 +163,18 @@ def load_questions(ws: Workspace, source: str | None = None, *, field: str | Non
         language_field = find_field(record.data, LANGUAGE_FIELDS)
         raw_id = record.data.get(id_field) if id_field else None
         language = record.data.get(language_field) if language_field else None
+        reference_field = find_field(record.data, REFERENCE_FIELDS)
+        reference = record.data.get(reference_field) if reference_field else None
+        if reference is not None and not isinstance(reference, str):
+            raise InputError(
+                f"{record.origin}: {reference_field!r} is not text; give the reference report as a string"
+            )
         questions.append(
             Question(
                 str(raw_id) if raw_id not in (None, "") else content_id(text.strip()),
                 text.strip(),
                 str(language) if language else None,
+                reference.strip() or None if reference else None,
             )
         )
     return QuestionSource(questions, name)

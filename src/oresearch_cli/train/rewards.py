@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from oresearch_cli.errors import ConfigError
 from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.filtering.judge import JudgeCache, JudgeTask, judge_all
+from oresearch_cli.scoring.race import RaceTask, race_all
 from oresearch_cli.trace import (
     Bounds,
     CrawlPage,
@@ -172,7 +173,9 @@ tool_reward.__name__ = "tool"
 
 class BaseReward:
     """R_base: the judge role's overall score of the report (filter's rubric, mean of its six
-    criteria 0-10) divided by 10, through the judge cache `ores filter` shares.
+    criteria 0-10) divided by 10, through the judge cache `ores filter` shares; or, for a question
+    that comes with a reference report (a `reference` column), its RACE-style share against that
+    report, T / (T + R) in [0, 1] (`scoring.race`; 0.5 = as good as the reference).
 
     TRL runs async reward functions on its own event-loop thread, and the LLM client's HTTP
     connections belong to the loop they were opened on, so the client is opened lazily, by
@@ -222,24 +225,37 @@ class BaseReward:
         completions: list[Any],
         trace_text: list[str],
         question: Sequence[str | None],
+        reference: Sequence[str | None] | None = None,
         **kw: Any,
     ) -> list[float | None]:
         rewards: list[float | None] = [0.0] * len(trace_text)
-        tasks = []
+        pointwise: list[JudgeTask] = []
+        relative: list[RaceTask] = []
         for i, text in enumerate(trace_text):
             report = parse(text).report
-            if report is not None and report.text.strip():
-                tasks.append(JudgeTask(str(i), question[i] or "", text, report.text))
-        if tasks:
-            results = await judge_all(tasks, await self.client(), self.settings, self.cache)
-            for task, result in zip(tasks, results, strict=True):
-                self.cached += result.cached
-                self.calls += 0 if result.cached else result.attempts
-                if result.overall is None:
+            if report is None or not report.text.strip():
+                continue
+            against = reference[i] if reference is not None else None
+            if against:
+                relative.append(RaceTask(str(i), question[i] or "", report.text, against))
+            else:
+                pointwise.append(JudgeTask(str(i), question[i] or "", text, report.text))
+        if pointwise or relative:
+            client = await self.client()
+            judged, raced = await asyncio.gather(
+                judge_all(pointwise, client, self.settings, self.cache),
+                race_all(relative, client, self.settings, self.cache),
+            )
+            scored: list[tuple[str, float | None, bool, int]] = [
+                (r.id, None if r.overall is None else r.overall / 10.0, r.cached, r.attempts) for r in judged
+            ]
+            scored += [(r.id, r.score, r.cached, r.attempts) for r in raced]
+            for index, value, cached, attempts in scored:
+                self.cached += cached
+                self.calls += 0 if cached else attempts
+                if value is None:
                     self.failed += 1
-                    rewards[int(task.id)] = None
-                else:
-                    rewards[int(task.id)] = min(1.0, max(0.0, result.overall / 10.0))
+                rewards[int(index)] = None if value is None else min(1.0, max(0.0, value))
         log_metric = kw.get("log_metric")
         if callable(log_metric) and trace_text:
             log_metric("base/judge_failed", sum(r is None for r in rewards) / len(rewards))

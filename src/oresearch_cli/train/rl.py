@@ -266,13 +266,14 @@ class _TrainOutcome:
 def _dataset(questions: QuestionSource) -> Any:
     from datasets import Dataset
 
-    return Dataset.from_dict(
-        {
-            "prompt": [[{"role": "user", "content": q.question}] for q in questions.questions],
-            "question": [q.question for q in questions.questions],
-            "seed_id": [q.id for q in questions.questions],
-        }
-    )
+    columns: dict[str, list[Any]] = {
+        "prompt": [[{"role": "user", "content": q.question}] for q in questions.questions],
+        "question": [q.question for q in questions.questions],
+        "seed_id": [q.id for q in questions.questions],
+    }
+    if any(q.reference for q in questions.questions):  # TRL hands it to R_base as a keyword
+        columns["reference"] = [q.reference for q in questions.questions]
+    return Dataset.from_dict(columns)
 
 
 class _JudgeSession:

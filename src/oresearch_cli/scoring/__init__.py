@@ -1,0 +1,1 @@
+"""Judge-based scores of research reports (RACE-style relative scoring)."""
