@@ -64,6 +64,7 @@ from oresearch_cli.train.rewards import format_reward, tool_reward  # noqa: E402
 from oresearch_cli.train.rl_settings import RolloutBudget, build_grpo_config, resolve_rl  # noqa: E402
 from oresearch_cli.train.rollouts import PolicyRollouts, PromptInfo, RolloutBook, recorded  # noqa: E402
 from oresearch_cli.workspace import Workspace  # noqa: E402
+from test_single_loop import ToyTokenizer  # noqa: E402  (tests/: the toy tokenizer the loop's tests use)
 
 QUICK = os.environ.get("ORES_BENCH_QUICK", "") not in ("", "0")
 SFT_STEPS = 20 if QUICK else 60  # teaching the tags, as tests/test_train_rl.py (60 steps at 3e-3)
@@ -175,45 +176,6 @@ def covered(intervals: Sequence[tuple[float, float]]) -> float:
 # -- a scripted model, for the tool-concurrency batch ---------------------------------------------
 
 
-class ToyTokenizer:
-    """tests/test_single_loop.py's reversible stand-in for a Hugging Face tokenizer: greedy longest
-    match over `PIECES`, else one character per token (ids handed out on first sight)."""
-
-    PIECES = ("suggested_answer", "observation", "web_search", "crawl_page", "subtask", "think", "</", ">\n")
-    chat_template = "<|role|>\\ncontent<|end|>\\n"  # what ChatTokenizer checks for
-
-    def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-        self.pieces: list[str] = []
-
-    def _id(self, piece: str) -> int:
-        if piece not in self.ids:
-            self.ids[piece] = len(self.pieces)
-            self.pieces.append(piece)
-        return self.ids[piece]
-
-    def encode(self, text: str) -> list[int]:
-        out, at = [], 0
-        while at < len(text):
-            piece = next((p for p in self.PIECES if text.startswith(p, at)), text[at])
-            out.append(self._id(piece))
-            at += len(piece)
-        return out
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
-        return {"input_ids": self.encode(text)}
-
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False, **_: Any) -> str:
-        return "".join(self.pieces[i] for i in ids)
-
-    def apply_chat_template(
-        self, chat: list[dict[str, str]], add_generation_prompt: bool = False, tokenize: bool = True, **_: Any
-    ) -> Any:
-        text = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in chat)
-        text += "<|assistant|>\n" if add_generation_prompt else ""
-        return self.encode(text) if tokenize else text
-
-
 class ScriptedGroup:
     """A `Generator` that plays `SCRIPT` for every rollout calling it, concurrently: a call's turn
     is the number of observations already in its completion (the text after the prompt's
@@ -285,7 +247,7 @@ def _bench_tools(ws: Workspace) -> dict[str, Any]:
     )
     trainer = SimpleNamespace(
         state=SimpleNamespace(global_step=0),
-        accelerator=SimpleNamespace(unwrap_model=lambda m: m),
+        accelerator=SimpleNamespace(unwrap_model=lambda m: m, num_processes=1, process_index=0),
         model=_Policy(),
         processing_class=None,
     )
