@@ -17,7 +17,7 @@ import pytest
 from oresearch_cli.errors import ConfigError
 from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.filtering.judge import CRITERIA, JudgeCache
-from oresearch_cli.llm import ChatResult, MalformedOutput, Usage
+from oresearch_cli.llm import ChatResult, LLMError, MalformedOutput, Usage
 from oresearch_cli.scoring.race import (
     DIMENSIONS,
     RaceOutputError,
@@ -31,6 +31,7 @@ from oresearch_cli.train.rewards import (
     MIN_TOOL_CALLS,
     REWARD_NAMES,
     BaseReward,
+    JudgeUnreachable,
     format_reward,
     format_score,
     load_reward_function,
@@ -480,3 +481,59 @@ def test_a_malformed_comparison_is_missing_not_zero(cache: JudgeCache) -> None:
     assert call(reward, [EXAMPLE], reference=[REFERENCE]) == [None]
     assert reward.failed == 1 and len(judge.requests) == 2
     assert "comprehensiveness.reference must be a number from 0 to 10" in judge.requests[1][-1]["content"]
+
+
+# -- an unreachable judge ---------------------------------------------------------------------------
+
+
+def test_a_judge_down_for_the_whole_batch_stops_the_run(cache: JudgeCache) -> None:
+    def down(messages: list[dict[str, str]]) -> str:
+        raise LLMError("judge: cannot connect to http://127.0.0.1:9/v1 (connection refused)")
+
+    reward = BaseReward(Opener(ScriptedJudge(down)), cache)
+    other = EXAMPLE.replace("Calvin", "Krebs")
+    with pytest.raises(
+        JudgeUnreachable, match=r"no score for any report of this batch \(endpoint: judge: cannot"
+    ):
+        call(reward, [EXAMPLE, other], reference=[REFERENCE, None])  # both kinds of judgement
+
+    # Down for some samples only: those are missing, the batch goes on.
+    def flaky(messages: list[dict[str, str]]) -> str:
+        if "Krebs" in messages[-1]["content"]:
+            raise LLMError("judge: HTTP 503")
+        return scores_json(VALUES)
+
+    reward = BaseReward(Opener(ScriptedJudge(flaky)), cache)
+    scores = call(reward, [EXAMPLE, other])
+    assert scores[0] is not None and scores[1] is None and reward.failed == 1
+
+
+def test_a_judge_nobody_listens_to_is_reported_through_the_real_client(tmp_path: Path) -> None:
+    from oresearch_cli.llm import LLMClient, load_config
+
+    from model_support import free_port
+
+    config = load_config(
+        None,
+        {"judge.base_url": f"http://127.0.0.1:{free_port()}/v1", "judge.model": "m", "judge.api_key_env": "",
+         "judge.max_attempts": 1, "judge.timeout_s": 5},
+        require=["judge"],
+    )  # fmt: skip
+    cache = JudgeCache(tmp_path / "judge.sqlite")
+
+    async def open_client() -> Any:
+        return await LLMClient(config).__aenter__()
+
+    reward = BaseReward(open_client, cache, JudgeSettings(max_attempts=1))
+
+    async def score() -> list[float | None]:
+        try:
+            return await reward(prompts=[], completions=[], trace_text=[EXAMPLE], question=["q"])
+        finally:
+            await reward.aclose()
+            cache.close()
+
+    with pytest.raises(
+        JudgeUnreachable, match=r"127\.0\.0\.1.*start the judge's endpoint or fix --judge-config"
+    ):
+        asyncio.run(score())

@@ -180,13 +180,20 @@ def test_settings_refuse_what_would_be_silently_wrong(tmp_path: Path) -> None:
 
 # -- `ores rl` on a tiny Qwen2 --------------------------------------------------------------------
 
+
 def test_questions_carry_their_reference_report_when_the_file_has_one(tmp_path: Path) -> None:
     from oresearch_cli.errors import InputError
     from oresearch_cli.train.inputs import load_questions
 
     ws = Workspace.open(tmp_path / "ws")
     rows = [
-        {"id": "a", "prompt": "What is X?", "language": "en", "article": "ignored", "reference": " A report. "},
+        {
+            "id": "a",
+            "prompt": "What is X?",
+            "language": "en",
+            "article": "ignored",
+            "reference": " A report. ",
+        },
         {"id": "b", "prompt": "What is Y?"},
     ]
     path = tmp_path / "q.jsonl"
@@ -302,6 +309,42 @@ def test_a_time_budget_stops_training_and_saves_the_model(tiny: Path) -> None:
     again = rl(tiny, "--max-steps", "50", "--max-train-seconds", "1", "--name", "budget")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from checkpoint-1" in again.stderr and "stopped at step 2 of 50" in again.stderr
+
+
+# Raises what R_base raises when its endpoint fails for a whole batch, from the second batch on
+# while `judge-down` exists: a judge that goes away mid-run.
+DYING_REWARD = """
+from pathlib import Path
+from oresearch_cli.train.rewards import JudgeUnreachable
+
+def judge_goes_down(trace_text, **kwargs):
+    calls = Path("judge-calls")
+    calls.write_text(calls.read_text() + "x" if calls.exists() else "x")
+    if Path("judge-down").exists() and len(calls.read_text()) > 1:
+        raise JudgeUnreachable("the judge gave no score for any report of this batch (endpoint: refused); "
+                               "start the judge's endpoint or fix --judge-config, then rerun")
+    return [0.0] * len(trace_text)
+"""
+
+
+def test_a_judge_that_goes_away_mid_run_stops_it_in_one_line_and_a_rerun_resumes(tiny: Path) -> None:
+    (tiny / "dying.py").write_text(DYING_REWARD)
+    (tiny / "judge-down").write_text("")
+    args = ("--max-steps", "2", "--reward-func", "dying.py:judge_goes_down", "--name", "judge-down")
+    done = rl(tiny, *args)
+    assert done.returncode == 2, done.stderr[-3000:]
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert "the judge gave no score for any report of this batch" in line and "Traceback" not in done.stderr
+    folder = tiny / "ws" / "models" / "judge-down"
+    assert json.loads((folder / "ores-run.json").read_text())["status"] == "running"
+    assert (folder / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()  # step 1 kept
+
+    (tiny / "judge-down").unlink()  # the judge is back
+    again = rl(tiny, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from checkpoint-1" in again.stderr
+    (row,) = sql(tiny, "select * from models_all where id = 'judge-down'")
+    assert row["steps"] == 2 and row["resumed_from"] == "checkpoint-1"
 
 
 def test_a_missing_judge_is_refused_before_any_rollout(tiny: Path) -> None:

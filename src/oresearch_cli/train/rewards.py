@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oresearch_cli.errors import ConfigError
+from oresearch_cli.errors import ConfigError, OresError
 from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.filtering.judge import JudgeCache, JudgeTask, judge_all
 from oresearch_cli.scoring.race import RaceTask, race_all
@@ -171,6 +171,10 @@ tool_reward.__name__ = "tool"
 # -- R_base -----------------------------------------------------------------------------------------
 
 
+class JudgeUnreachable(OresError):
+    """Every judgement of a batch failed at the endpoint: the run stops rather than train without R_base."""
+
+
 class BaseReward:
     """R_base: the judge role's overall score of the report (filter's rubric, mean of its six
     criteria 0-10) divided by 10, through the judge cache `ores filter` shares; or, for a question
@@ -186,6 +190,8 @@ class BaseReward:
     Counters for the run's catalog: `calls` (judge requests, re-asks included), `cached` (samples
     answered from the cache), `failed` (samples the judge gave no usable score: reward None).
     A rollout without a report scores 0.0 without a judge call: the model failed, not the judge.
+    Malformed judgements, or an endpoint failing for some samples, leave those samples' reward
+    missing; when the endpoint fails for every sample of a batch, `JudgeUnreachable` stops the run.
     """
 
     def __init__(
@@ -250,6 +256,16 @@ class BaseReward:
                 (r.id, None if r.overall is None else r.overall / 10.0, r.cached, r.attempts) for r in judged
             ]
             scored += [(r.id, r.score, r.cached, r.attempts) for r in raced]
+            errors = [r.error or "" for r in judged] + [r.error or "" for r in raced]
+            unreachable = [e for e in errors if e.startswith("endpoint:")]
+            if unreachable and len(unreachable) == len(scored):
+                # not one score for the batch and the endpoint is why: training on the other
+                # components alone would change the objective silently
+                raise JudgeUnreachable(
+                    f"the judge gave no score for any report of this batch ({unreachable[0]}); start "
+                    "the judge's endpoint or fix --judge-config, then rerun: training resumes from "
+                    "the last checkpoint"
+                )
             for index, value, cached, attempts in scored:
                 self.cached += cached
                 self.calls += 0 if cached else attempts
