@@ -243,7 +243,7 @@ def _bench_tools(ws: Workspace) -> dict[str, Any]:
         prompts={QUESTION: PromptInfo("q-photo", QUESTION, "en")},
         budget=RolloutBudget(max_tool_calls=4, max_new_tokens=4096, max_turn_tokens=2048),
         book=RolloutBook(None, ["tool", "format"]),
-        make_generator=lambda model, tokenizer, n: generator,
+        make_generator=lambda trainer, tokenizer, n: generator,
     )
     trainer = SimpleNamespace(
         state=SimpleNamespace(global_step=0),

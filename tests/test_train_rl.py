@@ -99,7 +99,7 @@ def test_rollout_masks_exactly_the_observations_and_books_each_rollout(
         prompts={QUESTION: PromptInfo("q-photo", QUESTION, "en")},
         budget=RolloutBudget(max_tool_calls=4, max_new_tokens=4096, max_turn_tokens=2048),
         book=book,
-        make_generator=lambda model, tokenizer, n: scripted,
+        make_generator=lambda trainer, tokenizer, n: scripted,
     )
     trainer = _Trainer()
     out = rollouts([[{"role": "user", "content": QUESTION}]], trainer)
@@ -474,7 +474,8 @@ def _args(**kw: Any) -> Any:
     from types import SimpleNamespace
 
     base = {"use_vllm": False, "vllm_mode": "server", "vllm_server_base_url": None, "vllm_server_host": "0.0.0.0",
-            "vllm_server_port": 8000, "deepspeed_plugin": None}  # fmt: skip
+            "vllm_server_port": 8000, "deepspeed_plugin": None, "vllm_tensor_parallel_size": 1,
+            "vllm_enable_sleep_mode": False}  # fmt: skip
     return SimpleNamespace(**(base | kw))
 
 
@@ -487,8 +488,20 @@ def test_rollouts_run_in_process_or_on_the_vllm_server(tmp_path: Path) -> None:
     assert rollout_generator(_args(), _plan(tmp_path)) is None  # the in-process engine
     # ZeRO-3 too: gathered or in lockstep (tests/test_train_zero3_rl.py)
     assert rollout_generator(_args(deepspeed_plugin=SimpleNamespace(zero_stage=3)), _plan(tmp_path)) is None
-    with pytest.raises(ConfigError, match="use vllm_mode: server"):
-        rollout_generator(_args(use_vllm=True, vllm_mode="colocate"), _plan(tmp_path))
+    # colocate: the LLM TRL keeps on each rank (tests/test_rl_colocated.py runs it)
+    assert rollout_generator(_args(use_vllm=True, vllm_mode="colocate"), _plan(tmp_path)) is not None
+    with pytest.raises(
+        ConfigError, match=r"vllm_tensor_parallel_size 2 in colocate mode: .*use vllm_mode: server"
+    ):
+        rollout_generator(
+            _args(use_vllm=True, vllm_mode="colocate", vllm_tensor_parallel_size=2), _plan(tmp_path)
+        )
+    with pytest.raises(ConfigError, match="vllm_enable_sleep_mode: .* turn it off"):
+        rollout_generator(
+            _args(use_vllm=True, vllm_mode="colocate", vllm_enable_sleep_mode=True), _plan(tmp_path)
+        )
+    with pytest.raises(ConfigError, match="rl.vllm_mode 'remote': use vllm_mode server"):
+        rollout_generator(_args(use_vllm=True, vllm_mode="remote"), _plan(tmp_path))
     factory = rollout_generator(
         _args(use_vllm=True, vllm_server_base_url="http://gpu-node:8000/"), _plan(tmp_path)
     )

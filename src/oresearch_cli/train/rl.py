@@ -408,22 +408,49 @@ def rollout_generator(args: Any, plan: RlPlan) -> Callable[[Any, Any, int], Any]
     each rank (a CPU or a GPU; under ZeRO-3 gathered, or kept in step across ranks: see
     `rollouts.generation_policy`). With TRL's `use_vllm` in server mode: the `vllm serve` TRL
     syncs the weights to before each generation batch, through its OpenAI `/v1/completions`
-    (token-id prompts, stop strings, the sampled ids and log probs back)."""
+    (token-id prompts, stop strings, the sampled ids and log probs back). In colocate mode: the
+    `vllm.LLM` TRL keeps on each rank's GPU, its turns batched by `ColocatedVllmGenerator`.
+
+    The factory is called with (trainer, tokenizer, number of rollouts) per generation batch."""
     if not args.use_vllm:
         return None
+    from oresearch_cli.agent.generators import ChatTokenizer, EndpointGenerator
+
+    if args.vllm_mode == "colocate":
+        if args.vllm_tensor_parallel_size > 1:
+            raise ConfigError(
+                f"{plan.where}: rl.vllm_tensor_parallel_size {args.vllm_tensor_parallel_size} in colocate "
+                "mode: multi-turn rollouts decode each rank's own turns, which a tensor-parallel group "
+                "cannot; use vllm_mode: server for a policy that needs tensor parallelism"
+            )
+        if args.vllm_enable_sleep_mode:
+            raise ConfigError(
+                f"{plan.where}: rl.vllm_enable_sleep_mode: ores's multi-turn rollouts keep the colocated "
+                "engine awake between turns; turn it off and size vllm_gpu_memory_utilization instead"
+            )
+        from oresearch_cli.train.colocated import ColocatedVllmGenerator
+
+        def colocated(trainer: Any, tokenizer: Any, batch: int) -> ColocatedVllmGenerator:
+            llm = trainer.vllm_generation.llm
+            return ColocatedVllmGenerator(
+                llm,
+                ChatTokenizer(tokenizer, name="policy"),
+                context_length=int(llm.llm_engine.model_config.max_model_len),
+            )
+
+        return colocated
     if args.vllm_mode != "server":
         raise ConfigError(
-            f"{plan.where}: rl.vllm_mode {args.vllm_mode!r}: ores's multi-turn rollouts talk to vLLM over "
-            "its OpenAI API; use vllm_mode: server with `vllm serve` on its own GPUs"
+            f"{plan.where}: rl.vllm_mode {args.vllm_mode!r}: use vllm_mode server (`vllm serve` on its "
+            "own GPUs) or colocate (vLLM on the training GPUs)"
         )
-    from oresearch_cli.agent.generators import ChatTokenizer, EndpointGenerator
 
     base = (args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}").rstrip(
         "/"
     )
     served = plan.resolved.ores.vllm_model or plan.model_path
 
-    def endpoint(model: Any, tokenizer: Any, batch: int) -> EndpointGenerator:
+    def endpoint(trainer: Any, tokenizer: Any, batch: int) -> EndpointGenerator:
         return EndpointGenerator(
             f"{base}/v1", served, ChatTokenizer(tokenizer, name=served), token_logprobs=True
         )

@@ -145,7 +145,7 @@ class PolicyRollouts:
     temperature: float = 0.7
     top_p: float = 1.0
     seed: int = 0
-    # (model, tokenizer, batch size) -> an open Generator; None: an Engine over the policy's weights
+    # (trainer, tokenizer, batch size) -> an open Generator; None: an Engine over the policy's weights
     make_generator: Callable[[Any, Any, int], Any] | None = None
     batches: int = field(default=0, init=False)
     lockstep_batches: int = field(default=0, init=False)  # decoded by `LockstepEngine` (ZeRO-3)
@@ -160,7 +160,7 @@ class PolicyRollouts:
             model.eval()  # no dropout while sampling, and the KV cache on (checkpointing turns it off)
             try:
                 episodes = asyncio.run(
-                    self._research_all(model, trainer.processing_class, infos, step, lockstep)
+                    self._research_all(trainer, model, trainer.processing_class, infos, step, lockstep)
                 )
             finally:
                 model.train(was_training)
@@ -185,11 +185,11 @@ class PolicyRollouts:
         return found if found is not None else PromptInfo("", text, None)
 
     async def _research_all(
-        self, model: Any, tokenizer: Any, infos: list[PromptInfo], step: int, lockstep: bool
+        self, trainer: Any, model: Any, tokenizer: Any, infos: list[PromptInfo], step: int, lockstep: bool
     ) -> list[Episode]:
         async with contextlib.AsyncExitStack() as stack:
             if self.make_generator is not None:
-                generator = self.make_generator(model, tokenizer, len(infos))
+                generator = self.make_generator(trainer, tokenizer, len(infos))
             else:
                 generator = _engine_generator(model, tokenizer, len(infos), lockstep=lockstep)
             stack.push_async_callback(generator.aclose)
