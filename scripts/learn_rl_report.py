@@ -77,18 +77,45 @@ def summarize(label: str, rows: list[dict[str, Any]], base: list[float | None]) 
         **{f"mean_{n}": mean(v) for n, v in components.items()},
         "judge_missing": sum(v is None for v in base),
         "mean_weighted": mean(totals),
+        "weighted": totals,  # per question, for the paired comparison (popped before printing)
     }
 
 
-def curves(ws: Workspace, out: Path) -> None:
+def paired(before: list[float | None], after: list[float | None], seed: int = 0) -> dict[str, Any]:
+    """After minus before on the same questions: mean, a 95% paired-bootstrap interval, and
+    wins/ties/losses, so the README can say whether a difference is more than chance."""
+    import random
+
+    diffs = [b - a for a, b in zip(before, after, strict=True) if a is not None and b is not None]
+    if not diffs:
+        return {"n": 0}
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(10_000))
+    return {
+        "n": len(diffs),
+        "mean_diff": round(sum(diffs) / len(diffs), 4),
+        "ci95": [round(means[249], 4), round(means[9749], 4)],
+        "wins": sum(d > 1e-9 for d in diffs),
+        "ties": sum(abs(d) <= 1e-9 for d in diffs),
+        "losses": sum(d < -1e-9 for d in diffs),
+    }
+
+
+def curves(ws: Workspace, out: Path, model: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns, rows = ws.sql('select * from train_log where "rewards/format/mean" is not null order by step')
+    # Every registered run of the RL model (a paused run and its resumption), a step's latest
+    # line winning; runs killed before registering (OOM tries) are left out.
+    columns, rows = ws.sql(
+        'select * from train_log_all where "rewards/format/mean" is not null and run_id in '
+        f"(select run_id from models_all where id = '{model.replace(chr(39), chr(39) * 2)}') "
+        "qualify row_number() over (partition by step order by run_id desc) = 1 order by step"
+    )
     if not rows:
-        print("no RL train log in this workspace: no curves drawn", file=sys.stderr)
+        print(f"no train log of {model} in this workspace: no curves drawn", file=sys.stderr)
         return
     data = [dict(zip(columns, row, strict=True)) for row in rows]
     steps = [d["step"] for d in data]
@@ -101,6 +128,12 @@ def curves(ws: Workspace, out: Path) -> None:
             marker="o",
             label=f"R_{name}" if name != "total" else "weighted",
         )
+    # each step is one question: a running mean shows the trend under the question-to-question noise
+    totals = [float("nan") if d.get("reward") is None else float(d["reward"]) for d in data]
+    running = [
+        sum(totals[max(0, i - 2) : i + 1]) / len(totals[max(0, i - 2) : i + 1]) for i in range(len(totals))
+    ]
+    ax.plot(steps, running, linestyle="--", color="black", label="weighted, mean of 3 steps")
     ax.set_xlabel("GRPO step (4 rollouts of one question each)")
     ax.set_ylabel("mean reward")
     ax.set_title("ores rl on SmolLM2-135M (SFT), 2 CPU cores")
@@ -118,6 +151,7 @@ def main() -> None:
         "--config", type=Path, required=True, help="a config whose llm: section has the judge"
     )
     parser.add_argument("--labels", default="sft,rl")
+    parser.add_argument("--model", default="smollm2-135m-rl", help="the RL model whose curves are drawn")
     args = parser.parse_args()
     ws = Workspace.open(args.ws, create=False)
     answers: dict[str, list[dict[str, Any]]] = {}
@@ -129,11 +163,17 @@ def main() -> None:
         answers[label] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     # Compare on the questions every label answered (an interrupted evaluation covers fewer).
     common = set.intersection(*({r["id"] for r in rows} for rows in answers.values())) if answers else set()
+    totals: dict[str, list[float | None]] = {}
     for label, rows in answers.items():
         rows = sorted((r for r in rows if r["id"] in common), key=lambda r: r["id"])
         base = asyncio.run(base_rewards(ws, args.config, rows))
-        print(json.dumps(summarize(label, rows, base)))
-    curves(ws, args.ws / "learn" / "rl-curves.png")
+        summary = summarize(label, rows, base)
+        totals[label] = summary.pop("weighted")
+        if len(totals) > 1:
+            first = next(iter(totals))
+            summary[f"weighted_vs_{first}"] = paired(totals[first], totals[label])
+        print(json.dumps(summary))
+    curves(ws, args.ws / "learn" / "rl-curves.png", args.model)
 
 
 if __name__ == "__main__":
