@@ -20,7 +20,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class JudgeOutputError(ValueError):
     """The judge's object does not fit the rubric."""
 
 
-def check_scores(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def check_scores(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The scores of a parsed answer, strictly: every criterion, score a number 0..10, reason a string."""
     scores: dict[str, dict[str, Any]] = {}
     for criterion in CRITERIA:
@@ -165,18 +165,8 @@ def build_messages(question: str, text: str, report: str, max_chars: int) -> lis
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-def stricter(messages: list[dict[str, str]], raw: str, problem: str) -> list[dict[str, str]]:
-    """The re-ask after malformed output: the bad answer, what is wrong, and the exact shape again."""
-    return [
-        *messages,
-        {"role": "assistant", "content": raw[:2000]},
-        {
-            "role": "user",
-            "content": f"That answer was not usable: {problem}. Reply with ONLY a JSON object, no prose, "
-            f"no code fence, with all six keys, each score an integer 0-10 and each reason one sentence of "
-            f"your own:\n{_EXAMPLE}",
-        },
-    ]
+# What the strict re-ask after an unusable reply asks for.
+SHAPE = f"with all six keys, each score an integer 0-10 and each reason one sentence of your own:\n{_EXAMPLE}"
 
 
 def cache_key(model: str, question: str, text: str, rubric: str = RUBRIC_VERSION) -> str:
@@ -257,41 +247,24 @@ class JudgeResult:
 
 
 async def _judge_one(llm: Any, task: JudgeTask, settings: JudgeSettings) -> JudgeResult:
-    """Ask for the scores up to `max_attempts` times, re-asking with `stricter`; an endpoint
-    failure ends the asking with `error` set rather than raising, so the batch goes on."""
-    from oresearch_cli.llm import ChatResult, FailedReply, LLMError, ReplyError, ask_structured
+    """Ask for the scores up to `max_attempts` times, re-asking strictly; an endpoint failure ends
+    the asking with `error` set rather than raising, so the batch goes on."""
+    from oresearch_cli.llm import ask_for_scores
 
-    def parse(answer: ChatResult) -> dict[str, dict[str, Any]]:
-        try:
-            return check_scores(answer.data or {})
-        except JudgeOutputError as exc:
-            raise ReplyError(str(exc)) from None
-
-    messages = build_messages(task.question, task.text, task.report, settings.max_chars)
-    result = JudgeResult(task.id, None, None)
-    failed: list[FailedReply] = []
-    try:
-        asked = await ask_structured(
-            llm,
-            "judge",
-            messages,
-            parse,
-            restate=stricter,
-            max_attempts=settings.max_attempts,
-            schema=SCHEMA,
-            json_object=True,
-            trace_id=task.id,
-            failed=failed,
-        )
-    except LLMError as exc:
-        result.attempts, result.error = len(failed) + 1, f"endpoint: {exc}"
-    else:
-        result.attempts, result.scores = asked.attempts, asked.value
-        if asked.value is not None:
-            result.overall = overall(asked.value)
-        elif failed:
-            result.error = f"malformed output: {failed[-1].reason}"
-    result.raw = [f.raw[:500] for f in failed]
+    judged = await ask_for_scores(
+        llm,
+        build_messages(task.question, task.text, task.report, settings.max_chars),
+        check_scores,
+        schema=SCHEMA,
+        shape=SHAPE,
+        max_attempts=settings.max_attempts,
+        trace_id=task.id,
+    )
+    result = JudgeResult(
+        task.id, judged.value, None, attempts=judged.attempts, error=judged.error, raw=judged.raw
+    )
+    if judged.value is not None:
+        result.overall = overall(judged.value)
     return result
 
 

@@ -28,7 +28,15 @@ from oresearch_cli.llm.recorder import (
     totals_by_trace,
 )
 from oresearch_cli.llm.routing import Router
-from oresearch_cli.llm.structured import FailedReply, ReplyError, Structured, ask_structured
+from oresearch_cli.llm.structured import (
+    FailedReply,
+    Judgement,
+    ReplyError,
+    Structured,
+    ask_for_scores,
+    ask_structured,
+    reask_strictly,
+)
 
 __all__ = [
     "CALLS_KIND",
@@ -53,6 +61,9 @@ __all__ = [
     "Totals",
     "Usage",
     "ask_structured",
+    "ask_for_scores",
+    "reask_strictly",
+    "Judgement",
     "extract_json",
     "load_config",
     "parse_retry_after",

@@ -99,3 +99,75 @@ async def ask_structured(
         if attempt < max_attempts:
             messages = restate(messages, raw, reason)
     return Structured(None, max(max_attempts, 0), failed)
+
+
+@dataclass
+class Judgement(Generic[T]):
+    """A judge's scores, or why there are none: `error` starts with "endpoint:" when the endpoint
+    failed, "malformed output:" when no reply fitted. `raw` keeps the unusable replies."""
+
+    value: T | None
+    attempts: int
+    error: str | None = None
+    raw: list[str] = field(default_factory=list)
+
+
+def reask_strictly(shape: str) -> Restate:
+    """The re-ask after an unusable reply: the bad answer, what was wrong, and `shape` again."""
+
+    def restate(messages: Messages, raw: str, problem: str) -> Messages:
+        return [
+            *messages,
+            {"role": "assistant", "content": raw[:2000]},
+            {
+                "role": "user",
+                "content": f"That answer was not usable: {problem}. Reply with ONLY a JSON object, no prose, "
+                f"no code fence, {shape}",
+            },
+        ]
+
+    return restate
+
+
+async def ask_for_scores(
+    llm: Any,
+    messages: Messages,
+    check: Callable[[Mapping[str, Any]], T],
+    *,
+    schema: Mapping[str, Any],
+    shape: str,
+    max_attempts: int,
+    trace_id: str | None = None,
+    role: str = "judge",
+) -> Judgement[T]:
+    """Ask `role` for a JSON object of scores that `check` accepts (it raises ValueError, in words
+    the re-ask can quote, for one it does not), re-asking strictly (`shape` says what is wanted).
+    Never raises for the endpoint or the model: a judgement without scores says why."""
+    from oresearch_cli.llm.errors import LLMError
+
+    def parse(answer: ChatResult) -> T:
+        try:
+            return check(answer.data or {})
+        except ValueError as exc:
+            raise ReplyError(str(exc)) from None
+
+    failed: list[FailedReply] = []
+    try:
+        asked = await ask_structured(
+            llm,
+            role,
+            messages,
+            parse,
+            restate=reask_strictly(shape),
+            max_attempts=max_attempts,
+            schema=schema,
+            json_object=True,
+            trace_id=trace_id,
+            failed=failed,
+        )
+    except LLMError as exc:
+        return Judgement(None, len(failed) + 1, f"endpoint: {exc}", [f.raw[:500] for f in failed])
+    error = None
+    if asked.value is None:
+        error = f"malformed output: {failed[-1].reason}" if failed else "no usable answer"
+    return Judgement(asked.value, asked.attempts, error, [f.raw[:500] for f in failed])

@@ -123,18 +123,8 @@ def build_messages(question: str, target: str, reference: str, max_chars: int) -
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
-def stricter(messages: list[dict[str, str]], raw: str, problem: str) -> list[dict[str, str]]:
-    """The re-ask after malformed output: the bad answer, what is wrong, and the exact shape again."""
-    return [
-        *messages,
-        {"role": "assistant", "content": raw[:2000]},
-        {
-            "role": "user",
-            "content": f"That answer was not usable: {problem}. Reply with ONLY a JSON object, no prose, "
-            f"no code fence, with all four keys, each holding an integer 0-10 for target and reference:\n"
-            f"{_EXAMPLE}",
-        },
-    ]
+# What the strict re-ask after an unusable reply asks for.
+SHAPE = f"with all four keys, each holding an integer 0-10 for target and reference:\n{_EXAMPLE}"
 
 
 @dataclass(frozen=True)
@@ -157,36 +147,18 @@ class RaceResult:
 
 
 async def _race_one(llm: Any, task: RaceTask, settings: JudgeSettings) -> RaceResult:
-    from oresearch_cli.llm import ChatResult, FailedReply, LLMError, ReplyError, ask_structured
+    from oresearch_cli.llm import ask_for_scores
 
-    def parse(answer: ChatResult) -> dict[str, dict[str, float]]:
-        try:
-            return check_pair_scores(answer.data or {})
-        except RaceOutputError as exc:
-            raise ReplyError(str(exc)) from None
-
-    result = RaceResult(task.id, None, None)
-    failed: list[FailedReply] = []
-    try:
-        asked = await ask_structured(
-            llm,
-            "judge",
-            build_messages(task.question, task.target, task.reference, settings.max_chars),
-            parse,
-            restate=stricter,
-            max_attempts=settings.max_attempts,
-            schema=SCHEMA,
-            json_object=True,
-            trace_id=task.id,
-            failed=failed,
-        )
-    except LLMError as exc:
-        result.attempts, result.error = len(failed) + 1, f"endpoint: {exc}"
-        return result
-    result.attempts, result.scores = asked.attempts, asked.value
-    if asked.value is None:
-        result.error = f"malformed output: {failed[-1].reason}" if failed else "no usable answer"
-    return result
+    judged = await ask_for_scores(
+        llm,
+        build_messages(task.question, task.target, task.reference, settings.max_chars),
+        check_pair_scores,
+        schema=SCHEMA,
+        shape=SHAPE,
+        max_attempts=settings.max_attempts,
+        trace_id=task.id,
+    )
+    return RaceResult(task.id, judged.value, None, attempts=judged.attempts, error=judged.error)
 
 
 async def race_all(
