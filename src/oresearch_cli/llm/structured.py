@@ -139,15 +139,19 @@ async def ask_for_scores(
     max_attempts: int,
     trace_id: str | None = None,
     role: str = "judge",
+    from_text: Callable[[str], Mapping[str, Any]] | None = None,
 ) -> Judgement[T]:
     """Ask `role` for a JSON object of scores that `check` accepts (it raises ValueError, in words
     the re-ask can quote, for one it does not), re-asking strictly (`shape` says what is wanted).
+    The object is read by `chat_json` (the schema enforced where the endpoint can), or from the
+    reply's text by `from_text` (raising ValueError too) for a judge asked in prose.
     Never raises for the endpoint or the model: a judgement without scores says why."""
     from oresearch_cli.llm.errors import LLMError
 
     def parse(answer: ChatResult) -> T:
         try:
-            return check(answer.data or {})
+            data = from_text(answer.text or "") if from_text is not None else (answer.data or {})
+            return check(data)
         except ValueError as exc:
             raise ReplyError(str(exc)) from None
 
@@ -161,7 +165,7 @@ async def ask_for_scores(
             restate=reask_strictly(shape),
             max_attempts=max_attempts,
             schema=schema,
-            json_object=True,
+            json_object=from_text is None,
             trace_id=trace_id,
             failed=failed,
         )
