@@ -4,14 +4,13 @@ Each finished trace is appended to the run's JSONL at once (flushed), so a kille
 the traces in flight; a rerun with the same config skips seeds already done (and failed ones
 unless `retry_failed`). The config hash covers what changes a trace (models, prompts version,
 bounds, search and crawl backends, sequential mode), not concurrency or the shard. `shard=(i, n)`
-keeps the seeds whose id hashes to shard i of n, so machines can split one seed set.
+keeps the seeds whose id hashes to shard i of n, so machines can split one seed set. That loop
+is `stages.research_run`, shared with `ores eval run`; this module is the workflow's part of it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import time
@@ -23,25 +22,39 @@ from typing import Annotated, Any, ClassVar
 import pyarrow as pa
 
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
-from oresearch_cli.agent.authorship import Authorship, authorship_of
 from oresearch_cli.config import load_recipe, resolve
-from oresearch_cli.errors import InputError, OresError
+from oresearch_cli.errors import OresError
 from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig, LLMError
-from oresearch_cli.records import (
-    ID_FIELDS,
-    LANGUAGE_FIELDS,
-    QUESTION_FIELDS,
-    Record,
-    first_value,
-    pick_field,
-    read_records,
-    source_name,
+from oresearch_cli.stages.research_run import (
+    FatalResearchError,
+    Researcher,
+    ResearchSummary,
+    RunOptions,
+    SeedItem,
+    load_seeds,
+    parse_shard,
+    run_research,
+    shard_of,
 )
-from oresearch_cli.stages.seed import content_id
-from oresearch_cli.textutil import detect_language
 from oresearch_cli.tools import Toolbox, open_toolbox
 from oresearch_cli.trace import trace_stats
-from oresearch_cli.workspace import ArtifactInfo, ArtifactRecord, Progress, StageSpec, Status, Workspace
+from oresearch_cli.workspace import ArtifactRecord, Progress, RunContext, StageSpec, Status, Workspace
+
+# The shared research loop's names, under the ones synth's callers have always used.
+SynthSummary = ResearchSummary
+__all__ = [
+    "SYNTH",
+    "SeedItem",
+    "SynthOptions",
+    "SynthSettings",
+    "SynthSummary",
+    "TraceRecord",
+    "load_seeds",
+    "parse_shard",
+    "run_synth",
+    "shard_of",
+    "synth_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +97,6 @@ KIND = SYNTH.kind
 
 
 @dataclass(frozen=True)
-class SeedItem:
-    id: str
-    question: str
-    language: str
-
-
-@dataclass(frozen=True)
 class SynthSettings(ResearchOptions):
     """What a recipe's `synth:` section (or `ORES_SYNTH_<KEY>`) may set: the research bounds of
     `ResearchOptions` plus the backends and how many seeds run at once."""
@@ -116,107 +122,6 @@ class SynthOptions:
     fmt: str | None = None
     research: ResearchOptions = field(default_factory=ResearchOptions)
     check_endpoints: bool = True
-
-
-@dataclass
-class SynthSummary:
-    run_id: str
-    n_input: int
-    n_in_shard: int
-    n_skipped: int
-    n_todo: int
-    n_skipped_failed: int = 0  # of n_skipped: failed earlier; `retry_failed` redoes them
-    n_done: int = 0
-    n_failed: int = 0
-    n_invalid: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-    seconds: float = 0.0
-    artifact: ArtifactInfo | None = None
-    # who wrote the pieces of the traces done this run: the model, or the orchestrator's fallbacks
-    authorship: Authorship = field(default_factory=lambda: Authorship(traces=0))
-
-    def add(self, record: TraceRecord) -> None:
-        if record.status == Status.DONE:
-            self.n_done += 1
-            self.n_invalid += not record.valid
-            written = authorship_of(record.steps)
-            if written is not None:
-                self.authorship += written
-        else:
-            self.n_failed += 1
-        self.prompt_tokens += record.prompt_tokens
-        self.completion_tokens += record.completion_tokens
-        if record.cost_usd is not None:
-            self.cost_usd = (self.cost_usd or 0.0) + record.cost_usd
-
-    def stats(self) -> str:
-        """The totals so far, as the progress line shows them."""
-        cost = f"${self.cost_usd:.4f}" if self.cost_usd is not None else "$?"
-        tokens = self.prompt_tokens + self.completion_tokens
-        share = self.authorship.model_share
-        written = f" | model-written {share:.0%}" if share is not None else ""
-        return (
-            f"done {self.n_done} (invalid {self.n_invalid}) failed {self.n_failed} | "
-            f"{tokens:,} tokens | {cost}{written}"
-        )
-
-
-# -- input -----------------------------------------------------------------------------------------
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """`i/n` (1-based) -> (i, n)."""
-    if not text:
-        return None
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise OresError(f"--shard {text!r}: expected i/n such as 1/4; fix the value") from None
-    if not (n >= 1 and 1 <= i <= n):
-        raise OresError(f"--shard {text!r}: need 1 <= i <= n; e.g. --shard 1/2 and --shard 2/2")
-    return i, n
-
-
-def shard_of(item_id: str, n: int) -> int:
-    """The 1-based shard of `item_id` among n: a stable hash, so every machine agrees."""
-    digest = hashlib.sha256(item_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % n + 1
-
-
-def _seeds_from_rows(rows: list[dict[str, Any]], name: str, field_name: str | None) -> list[SeedItem]:
-    records = [Record(r, f"{name}#{i}") for i, r in enumerate(rows, start=1)]
-    qfield = pick_field(records, field_name, QUESTION_FIELDS, name)
-    seen: set[str] = set()
-    items = []
-    for record in records:
-        question = " ".join(str(record.data.get(qfield) or "").split())
-        if not question:
-            continue
-        raw_id = first_value(record.data, ID_FIELDS)
-        item_id = str(raw_id) if raw_id is not None else content_id(question)
-        if item_id in seen:
-            continue
-        seen.add(item_id)
-        language = first_value(record.data, LANGUAGE_FIELDS)
-        items.append(SeedItem(item_id, question, str(language) if language else detect_language(question)))
-    if not items:
-        raise InputError(f"{name}: no non-empty questions in field {qfield!r}; check the input")
-    return items
-
-
-def load_seeds(ws: Workspace, source: str | None, options: SynthOptions) -> tuple[list[SeedItem], str]:
-    """(seeds, the input's name for the run): a file, '-', or the latest `seeds` artifact."""
-    if source is None:
-        artifact = ws.require_latest("seeds", "seed")
-        rows = ws.read_artifact(artifact)
-        if not rows:
-            raise InputError(f"{artifact.path}: the seeds artifact is empty; run `ores seed` with questions")
-        return _seeds_from_rows(rows, str(artifact.path), options.question_field), artifact.run_id
-    records = read_records(source, options.fmt)
-    name = source_name(source)
-    return _seeds_from_rows([r.data for r in records], name, options.question_field), name
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -303,14 +208,6 @@ def is_fatal(exc: LLMError) -> bool:
     return exc.status in _FATAL_STATUSES or quota
 
 
-class _Fatal(Exception):
-    """Carries a fatal `LLMError` out of the seed loop without recording the seed as failed."""
-
-    def __init__(self, error: LLMError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 async def synth_one(
     seed: SeedItem,
     llm: LLMClient,
@@ -329,7 +226,7 @@ async def synth_one(
         )
     except LLMError as exc:
         if is_fatal(exc):
-            raise _Fatal(exc) from None
+            raise FatalResearchError(exc) from None
         record.error = str(exc)
     except OresError as exc:
         record.error = str(exc)
@@ -369,6 +266,8 @@ async def run_synth(
     *,
     progress: Progress | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    spec: StageSpec = SYNTH,
+    seeds: tuple[list[SeedItem], str] | None = None,
 ) -> SynthSummary:
     """Synthesize a trace per seed not yet done; returns the summary with the `traces` artifact.
 
@@ -376,99 +275,42 @@ async def run_synth(
     endpoint) raises `OresError` before the run is registered. An endpoint that rejects the key or
     does not know the model (`is_fatal`) stops the run with an `OresError`, the run marked failed.
     Ctrl-C abandons the traces in flight. Either way, finished traces are kept for the rerun and
-    the run is marked interrupted or failed, and its LLM calls are registered."""
+    the run is marked interrupted or failed, and its LLM calls are registered.
+
+    `spec` and `seeds` ((items, input name), instead of `source`) let `ores eval run --workflow`
+    run the same workflow on a benchmark into its own stage and kind."""
     options.research.check()
     for role in ROLES:
         llm_config.role(role)
-    seeds, input_name = load_seeds(ws, source, options)
-    n_input = len(seeds)
-    if options.shard is not None:
-        i, n = options.shard
-        seeds = [s for s in seeds if shard_of(s.id, n) == i]
+    items, input_name = seeds or load_seeds(ws, source, options.question_field, options.fmt)
     async with contextlib.AsyncExitStack() as stack:
-        # Closed last in, first out: the LLM client before the call log it writes to, the call
-        # log before the run registers it, the toolbox last.
         toolbox = open_toolbox(ws, search=options.search, crawl=options.crawl, cache=options.cache)
-        await stack.enter_async_context(toolbox)
+        await stack.enter_async_context(toolbox)  # closed last: after the run and its LLM client
         if options.check_endpoints:
             await check_endpoints(llm_config)
         config = synth_config(llm_config, options)
         models = models_of(llm_config)
-        run = stack.enter_context(
-            ws.start_run(SYNTH, config, inputs=[input_name], resume=True, progress=progress)
+
+        async def open_workflow(run: RunContext, inner: contextlib.AsyncExitStack) -> Researcher:
+            # Closed last in, first out: the LLM client before the call log it writes to, the call
+            # log before the run registers it.
+            calls = inner.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
+            llm = await inner.enter_async_context(LLMClient(llm_config, calls))
+
+            async def researcher(seed: SeedItem) -> TraceRecord:
+                return await synth_one(seed, llm, toolbox, options.research, run.config_hash, models)
+
+            return researcher
+
+        run_options = RunOptions(options.concurrency, options.shard, options.retry_failed, options.limit)
+        return await run_research(
+            ws,
+            spec,
+            config,
+            items,
+            input_name,
+            run_options,
+            open_workflow,
+            progress=progress,
+            on_record=on_record,
         )
-        calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
-        llm = await stack.enter_async_context(LLMClient(llm_config, calls))
-
-        todo = [s for s in seeds if not run.is_done(s.id, options.retry_failed)]
-        n_skipped = len(seeds) - len(todo)
-        if options.limit is not None:
-            todo = todo[: options.limit]
-        summary = SynthSummary(
-            run_id=run.run_id,
-            n_input=n_input,
-            n_in_shard=len(seeds),
-            n_skipped=n_skipped,
-            n_skipped_failed=sum(
-                1 for s in seeds if run.is_done(s.id, options.retry_failed) and run.prior[s.id] != Status.DONE
-            ),
-            n_todo=len(todo),
-        )
-        run.progress.start(
-            "synth", len(todo), f"{run.run_id}: {len(todo)} seeds to research ({n_skipped} done earlier)"
-        )
-        started = time.perf_counter()
-
-        def finished(record: TraceRecord) -> None:
-            run.append(record)
-            summary.add(record)
-            if on_record is not None:
-                on_record(record.to_row())
-            state = (
-                record.status if record.status != Status.DONE else ("valid" if record.valid else "invalid")
-            )
-            run.progress.advance(
-                item=f"{record.id}: {state} in {record.seconds:.0f} s", stats=summary.stats()
-            )
-
-        try:
-            await _synth_all(todo, llm, toolbox, options, run.config_hash, models, finished)
-        except _Fatal as fatal:
-            # One line for the CLI; the run is marked failed, the JSONL stays for the rerun.
-            raise OresError(
-                f"{fatal.error} (synth stopped: {summary.n_done + summary.n_failed} traces of this "
-                "run are kept; fix it and rerun the same command to do the rest)"
-            ) from None
-        finally:
-            summary.seconds = time.perf_counter() - started
-    # Leaving the stack closed the client and the call log, then finished the run (its Parquet,
-    # and the complete call log registered beside it).
-    summary.artifact = run.artifact
-    return summary
-
-
-async def _synth_all(
-    todo: list[SeedItem],
-    llm: LLMClient,
-    toolbox: Toolbox,
-    options: SynthOptions,
-    config_hash: str,
-    models: dict[str, str],
-    finished: Callable[[TraceRecord], None],
-) -> None:
-    slots = asyncio.Semaphore(max(1, options.concurrency))
-
-    async def one(seed: SeedItem) -> None:
-        async with slots:
-            record = await synth_one(seed, llm, toolbox, options.research, config_hash, models)
-        finished(record)
-
-    tasks = [asyncio.ensure_future(one(seed)) for seed in todo]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-        # Let the cancelled seeds unwind before the HTTP clients and the toolbox close under them
-        # (a fatal error or Ctrl-C ends the run with calls still in flight).
-        await asyncio.gather(*tasks, return_exceptions=True)
