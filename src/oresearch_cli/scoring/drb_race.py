@@ -173,6 +173,110 @@ Make sure the JSON parses: escape quotes and any other characters that would bre
 }
 
 
+# Pointwise mode: no reference article, so no T / (T + R). The same criteria are scored for the one
+# article; the result is the criterion-weighted mean divided by 10 (0-1, like a RACE share), and it
+# is labelled pointwise wherever it is shown: it is not comparable with DRB's published numbers.
+POINTWISE_SCHEMA: dict[str, Any] = {
+    "title": "drb_pointwise_scores",
+    "type": "object",
+    "properties": {
+        d: {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "criterion": {"type": "string"},
+                    "analysis": {"type": "string"},
+                    POINTWISE_KEY: {"type": "number"},
+                },
+                "required": ["criterion", "analysis", POINTWISE_KEY],
+            },
+        }
+        for d in DIMENSIONS
+    },
+    "required": list(DIMENSIONS),
+}
+
+_POINTWISE_SYSTEM = {
+    "en": "You are an exacting, careful and impartial reviewer of research reports. You judge a report "
+    "against specific criteria and give precise scores with clear reasons.",
+    "zh": "你是一位严谨、细致、公正的调研报告评审专家，善于依据具体的评估标准评判报告，给出准确的分数和清楚的理由。",
+}
+
+_POINTWISE_USER = {
+    "en": """## The task
+A deep-research task was given, and a report was written for it. It is judged on four dimensions: \
+comprehensiveness, insight, instruction following and readability.
+<task>
+{task}
+</task>
+
+## The report
+<article>
+{article}
+</article>
+
+## Criteria
+Judge the report against every criterion in this list; each comes with an explanation of what it asks for.
+<criteria_list>
+{criteria}
+</criteria_list>
+
+## What to do
+For each criterion, one by one: consider how the report meets it, then score it from 0 to 10 \
+(decimals allowed): 0-2 very poor, 2-4 weak, 4-6 middling, 6-8 good, 8-10 excellent.
+
+## Answer format
+Reply with this JSON object and nothing else. Under each of the four dimensions, list every \
+criterion of that dimension in the order given, copying its text exactly:
+{{
+  "comprehensiveness": [
+    {{"criterion": "<text of the criterion>", "analysis": "<why>", "target_score": <0-10>}},
+    ...
+  ],
+  "insight": [ ... ],
+  "instruction_following": [ ... ],
+  "readability": [ ... ]
+}}""",
+    "zh": """## 任务
+下面是一个深度调研任务，以及针对它写成的一篇报告。评估从四个维度进行：全面性、洞察力、指令遵循和可读性。
+<task>
+{task}
+</task>
+
+## 报告
+<article>
+{article}
+</article>
+
+## 评估标准
+请依据下面列表中的每一条标准评估这篇报告；每条标准都附有说明。
+<criteria_list>
+{criteria}
+</criteria_list>
+
+## 要求
+逐条进行：思考报告如何满足该标准，再打 0-10 分（可用小数）：0-2 很差，2-4 较差，4-6 一般，6-8 较好，8-10 出色。
+
+## 输出格式
+只输出下面这个 JSON 对象。在四个维度下按给出的顺序列出该维度的每一条标准，标准文本须原样照抄：
+{{
+  "comprehensiveness": [
+    {{"criterion": "<标准原文>", "analysis": "<理由>", "target_score": <0-10>}},
+    ...
+  ],
+  "insight": [ ... ],
+  "instruction_following": [ ... ],
+  "readability": [ ... ]
+}}""",
+}
+
+POINTWISE_SHAPE = (
+    f"the keys {', '.join(DIMENSIONS)}, each a list with one entry per criterion holding "
+    f'"criterion", "analysis" and "{POINTWISE_KEY}" (a number 0-10).'
+)
+
+
 def prompt_language(task: DrbTask) -> str:
     """The judge's language: Chinese for a zh task, English otherwise (as DRB picks it)."""
     return "zh" if task.language == "zh" else "en"
@@ -202,6 +306,16 @@ def build_messages(
         task=task.prompt, article_1=cut(target), article_2=cut(reference), criteria=criteria_list(criteria)
     )
     return [{"role": "system", "content": _SYSTEM[language]}, {"role": "user", "content": user}]
+
+
+def build_pointwise_messages(
+    task: DrbTask, criteria: TaskCriteria, article: str, max_chars: int | None = None
+) -> list[dict[str, str]]:
+    """The judge's messages in pointwise mode (one article, no reference)."""
+    language = prompt_language(task)
+    text = article if max_chars is None else article[:max_chars]
+    user = _POINTWISE_USER[language].format(task=task.prompt, article=text, criteria=criteria_list(criteria))
+    return [{"role": "system", "content": _POINTWISE_SYSTEM[language]}, {"role": "user", "content": user}]
 
 
 # What the strict re-ask after an unusable reply asks for.
@@ -261,10 +375,13 @@ def _weights(criteria: TaskCriteria) -> dict[str, dict[str, float]]:
     return {d: {c.text: c.weight for c in criteria.criteria.get(d, ())} for d in criteria.criteria}
 
 
-def coverage_problems(reply: Mapping[str, Any], criteria: TaskCriteria) -> list[str]:
+def coverage_problems(
+    reply: Mapping[str, Any], criteria: TaskCriteria, *, pointwise: bool = False
+) -> list[str]:
     """What the reply lacks against the task's criteria, one phrase each (empty: complete). DRB
     scores such replies anyway (see the module notes); a stricter caller re-asks on these."""
     problems: list[str] = []
+    score_keys = (POINTWISE_KEY,) if pointwise else (TARGET_KEY, REFERENCE_KEY)
     weights = _weights(criteria)
     for dim in DIMENSIONS:
         items = reply.get(dim)
@@ -281,7 +398,7 @@ def coverage_problems(reply: Mapping[str, Any], criteria: TaskCriteria) -> list[
             if not text:
                 problems.append(f"{dim}[{n}] has no criterion text")
                 continue
-            for key in (TARGET_KEY, REFERENCE_KEY):
+            for key in score_keys:
                 value = _score(item.get(key))
                 if item.get(key) is None:
                     problems.append(f"{dim}[{n}] has no {key}")
@@ -401,6 +518,12 @@ def score_reply(reply: Mapping[str, Any], criteria: TaskCriteria) -> DrbScore:
     return normalized(weighted_scores(reply, criteria))
 
 
+def pointwise(scores: WeightedScores) -> DrbScore:
+    """Pointwise mode: each dimension's weighted mean and the weighted total, divided by 10 (0-1)."""
+    dims = {d: scores.target.get(d, 0.0) / 10 for d in DIMENSIONS}
+    return DrbScore(dims, scores.target_total / 10)
+
+
 @dataclass(frozen=True)
 class DrbSummary:
     """The mean of each score over the scored tasks; `failed` tasks are not in the means."""
@@ -451,7 +574,7 @@ async def judge_task(
     task: DrbTask,
     criteria: TaskCriteria,
     target: str,
-    reference: str,
+    reference: str | None,
     *,
     max_attempts: int = 3,
     max_chars: int | None = None,
@@ -459,20 +582,25 @@ async def judge_task(
 ) -> DrbJudgement:
     """Judge one task through `llm`'s judge role. A reply is taken as DRB takes it (a JSON object
     with the four dimensions); with `complete`, one that misses or mangles a criterion is asked
-    again. An unusable judgement is a failure (score None), never a made-up number."""
+    again. An unusable judgement is a failure (score None), never a made-up number. Without a
+    `reference` the article is judged alone (`pointwise`)."""
     from oresearch_cli.llm import ask_for_scores
 
+    alone = reference is None
+
     def check(reply: Mapping[str, Any]) -> dict[str, Any]:
-        if complete and (problems := coverage_problems(reply, criteria)):
+        if complete and (problems := coverage_problems(reply, criteria, pointwise=alone)):
             raise DrbReplyError("; ".join(problems[:5]))
         return dict(reply)
 
     judged = await ask_for_scores(
         llm,
-        build_messages(task, criteria, target, reference, max_chars),
+        build_pointwise_messages(task, criteria, target, max_chars)
+        if reference is None
+        else build_messages(task, criteria, target, reference, max_chars),
         check,
-        schema=SCHEMA,
-        shape=SHAPE,
+        schema=POINTWISE_SCHEMA if alone else SCHEMA,
+        shape=POINTWISE_SHAPE if alone else SHAPE,
         max_attempts=max_attempts,
         trace_id=str(task.id),
         from_text=parse_reply,
@@ -481,6 +609,6 @@ async def judge_task(
     if judged.value is None:
         return result
     result.weighted = weighted_scores(judged.value, criteria)
-    result.score = normalized(result.weighted)
-    result.problems = coverage_problems(judged.value, criteria)
+    result.score = pointwise(result.weighted) if alone else normalized(result.weighted)
+    result.problems = coverage_problems(judged.value, criteria, pointwise=alone)
     return result

@@ -176,6 +176,24 @@ def load_seeds(
     return seeds_from_rows([r.data for r in records], name, question_field), name
 
 
+async def check_reachable(urls: list[str], what: str, fix: str, timeout: float = 5.0) -> None:
+    """Fail before a run starts when an OpenAI-compatible base URL does not answer at all;
+    `fix` ends the line (which flag or variable names the URL)."""
+    import httpx
+
+    from oresearch_cli.llm.redact import safe_url
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        for url in dict.fromkeys(urls):
+            try:
+                await client.get(url.rstrip("/") + "/models")
+            except httpx.HTTPError as exc:
+                raise OresError(
+                    f"{what} {safe_url(url)} is unreachable ({type(exc).__name__}); start it "
+                    f"(e.g. `ores serve`) or point {fix} at a running one"
+                ) from None
+
+
 # -- the run ---------------------------------------------------------------------------------------
 
 
@@ -190,9 +208,11 @@ async def run_research(
     *,
     progress: Progress | None = None,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_finished: Callable[[RunContext], None] | None = None,
 ) -> ResearchSummary:
     """Research every seed of the shard not done earlier under the same config; returns the summary
-    with the run's artifact. A `FatalResearchError` stops the run with an `OresError` (the run
+    with the run's artifact. `on_finished` gets the finished run (its artifact written) to add files
+    made from it. A `FatalResearchError` stops the run with an `OresError` (the run
     marked failed); Ctrl-C abandons the questions in flight. Either way, finished rows are kept
     for the rerun."""
     n_input = len(seeds)
@@ -250,6 +270,8 @@ async def run_research(
     # Leaving the stack closed what the researcher opened, then finished the run (its Parquet,
     # and the complete call log registered beside it).
     summary.artifact = run.artifact
+    if on_finished is not None:
+        on_finished(run)
     return summary
 
 

@@ -31,6 +31,7 @@ from oresearch_cli.stages.research_run import (
     ResearchSummary,
     RunOptions,
     SeedItem,
+    check_reachable,
     load_seeds,
     parse_shard,
     run_research,
@@ -178,20 +179,8 @@ def synth_config(llm_config: LLMConfig, options: SynthOptions) -> dict[str, Any]
 
 async def check_endpoints(llm_config: LLMConfig, timeout: float = 5.0) -> None:
     """Fail before the run starts when a role's endpoint does not answer at all."""
-    import httpx
-
-    urls = dict.fromkeys(url for role in ROLES for url in llm_config.role(role).base_urls)
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        for url in urls:
-            try:
-                await client.get(url.rstrip("/") + "/models")
-            except httpx.HTTPError as exc:
-                from oresearch_cli.llm.redact import safe_url
-
-                raise OresError(
-                    f"llm endpoint {safe_url(url)} is unreachable ({type(exc).__name__}); start it "
-                    "(e.g. `ores serve`) or point --base-url / OPENAI_BASE_URL at a running one"
-                ) from None
+    urls = [url for role in ROLES for url in llm_config.role(role).base_urls]
+    await check_reachable(urls, "llm endpoint", "--base-url / OPENAI_BASE_URL", timeout)
 
 
 # -- one seed --------------------------------------------------------------------------------------
@@ -268,6 +257,8 @@ async def run_synth(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     spec: StageSpec = SYNTH,
     seeds: tuple[list[SeedItem], str] | None = None,
+    config_extra: dict[str, Any] | None = None,
+    on_finished: Callable[[RunContext], None] | None = None,
 ) -> SynthSummary:
     """Synthesize a trace per seed not yet done; returns the summary with the `traces` artifact.
 
@@ -277,8 +268,9 @@ async def run_synth(
     Ctrl-C abandons the traces in flight. Either way, finished traces are kept for the rerun and
     the run is marked interrupted or failed, and its LLM calls are registered.
 
-    `spec` and `seeds` ((items, input name), instead of `source`) let `ores eval run --workflow`
-    run the same workflow on a benchmark into its own stage and kind."""
+    `spec`, `seeds` ((items, input name), instead of `source`), `config_extra` (hashed with the
+    config) and `on_finished` let `ores eval run --workflow` run the same workflow on a benchmark
+    into its own stage and kind."""
     options.research.check()
     for role in ROLES:
         llm_config.role(role)
@@ -288,7 +280,7 @@ async def run_synth(
         await stack.enter_async_context(toolbox)  # closed last: after the run and its LLM client
         if options.check_endpoints:
             await check_endpoints(llm_config)
-        config = synth_config(llm_config, options)
+        config = {**synth_config(llm_config, options), **(config_extra or {})}
         models = models_of(llm_config)
 
         async def open_workflow(run: RunContext, inner: contextlib.AsyncExitStack) -> Researcher:

@@ -1,0 +1,462 @@
+"""`ores eval score`: score a system's reports the way DeepResearch Bench does, one row per task.
+
+Input: an `ores eval run` (its `reports`), or any JSONL of reports (DRB's `{id, prompt, article}`,
+ores trace rows, or rows with the text in `--field`). Each report gets:
+
+- rule metrics (`scoring.rules`): always, with no endpoint; `rules_only` stops there;
+- RACE (`scoring.drb_race`) with DRB's per-task criteria and weights, the articles first cleaned
+  of citations (`scoring.clean`: by the judge as DRB does, cached). With a reference (DRB's
+  reference file, or an earlier run: "is my new model better than my last one?") it is DRB's
+  T / (T + R); without one it is pointwise, the criterion-weighted mean / 10, labelled so
+  everywhere: it is not comparable with published RACE numbers. A task with no reference article
+  is a failed row, never scored pointwise in secret.
+
+Every judge call goes through the judge role into this run's call log (tokens and cost), and each
+judgement is cached (cache/judge.sqlite), so a rerun of the same config calls the judge only for
+what failed or is new. A judgement that fails is the row's error, counted in the summary and
+left out of the means, never a 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from oresearch_cli.errors import InputError, WorkspaceError
+from oresearch_cli.filtering.judge import JudgeCache, cache_key
+from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig
+from oresearch_cli.records import read_records, source_name
+from oresearch_cli.scoring import drb_race
+from oresearch_cli.scoring.clean import Cleaned, clean_for_judging
+from oresearch_cli.scoring.drb import DIMENSIONS, DrbTask, TaskCriteria, load_benchmark
+from oresearch_cli.scoring.rules import row_metrics, summarize_metrics
+from oresearch_cli.stages.eval_settings import EvalSettings
+from oresearch_cli.trace import parse, report_text
+from oresearch_cli.workspace import ArtifactRecord, Progress, RunContext, StageSpec, Status, Workspace
+
+RACE_CACHE_VERSION = "drb-race-v1"  # judge cache rubric of DRB RACE replies
+REPORT_FIELDS = ("report", "article", "trace", "text")  # where a row's report is, in this order
+MODES = ("reference", "pointwise")
+
+
+@dataclass
+class ScoreRecord(ArtifactRecord):
+    """One task's scores. RACE numbers are DRB's 0-1 shares (the board shows them x100); `rules`
+    is the rule metrics as JSON text, so the schema stays fixed whatever they hold."""
+
+    KIND: ClassVar[str] = "scores"
+
+    id: str
+    question: str = ""
+    language: str = ""
+    status: Status = Status.DONE
+    error: str | None = None
+    race_mode: str | None = None  # reference, pointwise; None when RACE was not asked for
+    race_overall: float | None = None
+    race_comprehensiveness: float | None = None
+    race_insight: float | None = None
+    race_instruction_following: float | None = None
+    race_readability: float | None = None
+    race_cached: bool = False
+    race_attempts: int = 0
+    race_coverage_problems: int = 0  # criteria the judge skipped or mangled (DRB scores anyway)
+    clean: str | None = None  # how the target was cleaned: llm, rules, none, rules-fallback
+    clean_problem: str | None = None
+    reference_clean: str | None = None
+    rules: str = "{}"
+    judge: str | None = None
+
+
+SCORE = StageSpec.of("score", ScoreRecord)
+
+
+@dataclass(frozen=True)
+class ScoreItem:
+    """A report to score: its task id, question, language and text, and its row (for rules)."""
+
+    id: str
+    question: str
+    language: str
+    report: str
+    row: Mapping[str, Any]
+
+
+@dataclass
+class ScoreOptions:
+    bench: str | None = "drb"  # drb: DRB's tasks and criteria; None: no benchmark (rules only)
+    reference: str | None = None  # a file of {prompt|id, article} or an eval run id
+    rules_only: bool = False
+    field_name: str | None = None
+    fmt: str | None = None
+    retry_failed: bool = True  # failed judgements are redone on a rerun (successes are cached)
+    limit: int | None = None
+    settings: EvalSettings = field(default_factory=EvalSettings)
+
+
+@dataclass
+class ScoreSummary:
+    run_id: str | None
+    n_items: int
+    n_scored: int = 0
+    n_failed: int = 0
+    mode: str | None = None
+    race: drb_race.DrbSummary | None = None
+    clean_fallbacks: int = 0
+    rules: dict[str, Any] = field(default_factory=dict)
+    judge: str | None = None
+    judge_calls: int = 0
+    judge_cost_usd: float | None = None
+    artifact: Any = None
+
+
+# -- reading reports -------------------------------------------------------------------------------
+
+
+def report_of(row: Mapping[str, Any], field_name: str | None) -> str:
+    """The report of a row: `field_name`, else the first of REPORT_FIELDS it has; a trace's
+    report is its `<suggested_answer>` (read by `trace`, the one owner of the tags)."""
+    name = field_name or next((f for f in REPORT_FIELDS if row.get(f) is not None), None)
+    if name is None:
+        return ""
+    value = row.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(
+            f"field {name!r} is {type(value).__name__}, not text; name the report's field with --field"
+        )
+    if name in ("trace", "text") or "<suggested_answer>" in value:
+        return report_text(parse(value), bare_text_is_report=True) or ""
+    return value
+
+
+def _items_of(rows: Sequence[Mapping[str, Any]], where: str, field_name: str | None) -> list[ScoreItem]:
+    items: list[ScoreItem] = []
+    seen: set[str] = set()
+    for n, row in enumerate(rows, start=1):
+        question = row.get("question") or row.get("prompt") or ""
+        raw_id = row.get("id")
+        if raw_id is None:
+            raise InputError(f"{where}: row {n} has no id; give every report the id of its task")
+        item_id = str(raw_id)
+        if item_id in seen:
+            raise InputError(f"{where}: id {item_id} appears twice; keep one report per task")
+        seen.add(item_id)
+        if field_name is not None and field_name not in row:
+            raise InputError(
+                f"{where}: row {n} has no field {field_name!r}; name the report's field with --field"
+            )
+        language = str(row.get("language") or "")
+        items.append(ScoreItem(item_id, str(question), language, report_of(row, field_name), row))
+    if not items:
+        raise InputError(
+            f"{where}: no reports; pass an `ores eval run` id or a JSONL of {{id, prompt, article}}"
+        )
+    return items
+
+
+def load_reports(
+    ws: Workspace, source: str | None, field_name: str | None = None, fmt: str | None = None
+) -> tuple[list[ScoreItem], str]:
+    """(the reports, the input's name): an eval run (by id), a file or '-', or the latest `reports`."""
+    if source is None:
+        artifact = ws.require_latest("reports", "eval run")
+        return _items_of(ws.read_artifact(artifact), str(artifact.path), field_name), artifact.run_id
+    if source != "-" and not Path(source).expanduser().exists():
+        try:
+            artifact = ws.resolve_artifact(source)
+        except WorkspaceError:
+            raise InputError(
+                f"{source}: neither a file nor a run of this workspace; pass a JSONL of reports or an "
+                "`ores eval run` id (`ores ws runs`)"
+            ) from None
+        return _items_of(ws.read_artifact(artifact), str(artifact.path), field_name), artifact.run_id
+    rows = [r.data for r in read_records(source, fmt)]
+    return _items_of(rows, source_name(source), field_name), source_name(source)
+
+
+def load_references(ws: Workspace, reference: str) -> tuple[dict[str, str], dict[str, str], str]:
+    """(article by prompt text, article by id, the reference's name) of a reference file
+    (DRB's reference.jsonl: `{prompt, article}`) or an earlier eval run."""
+    items, name = load_reports(ws, reference)
+    by_prompt = {" ".join(i.question.split()): i.report for i in items if i.question and i.report.strip()}
+    by_id = {i.id: i.report for i in items if i.report.strip()}
+    if not by_prompt and not by_id:
+        raise InputError(f"--reference {reference}: no article in it; expected rows of {{prompt, article}}")
+    return by_prompt, by_id, name
+
+
+# -- one task --------------------------------------------------------------------------------------
+
+
+def _benchmark(bench: str | None) -> dict[str, tuple[DrbTask, TaskCriteria]]:
+    """Tasks with criteria by prompt text (DRB joins by prompt) and by id."""
+    if bench is None:
+        return {}
+    if bench != "drb":
+        raise InputError(
+            f"--bench {bench}: RACE needs per-task criteria, shipped only for DRB (`--bench drb`); "
+            "criteria generated for a custom benchmark are not built yet: score it with --rules-only"
+        )
+    table: dict[str, tuple[DrbTask, TaskCriteria]] = {}
+    for task, criteria in load_benchmark():
+        table[" ".join(task.prompt.split())] = (task, criteria)
+        table[f"id:{task.id}"] = (task, criteria)
+    return table
+
+
+def _task_of(
+    item: ScoreItem, tasks: Mapping[str, tuple[DrbTask, TaskCriteria]]
+) -> tuple[DrbTask, TaskCriteria] | None:
+    return tasks.get(" ".join(item.question.split())) or tasks.get(f"id:{item.id}")
+
+
+async def _race(
+    llm: Any,
+    cache: JudgeCache,
+    item: ScoreItem,
+    task: DrbTask,
+    criteria: TaskCriteria,
+    reference: str | None,
+    settings: EvalSettings,
+    record: ScoreRecord,
+) -> None:
+    """Fill `record`'s RACE fields (or its error)."""
+    target = await clean_for_judging(llm, item.report, task.language, settings.clean, cache, trace_id=item.id)
+    record.clean, record.clean_problem = target.method, target.problem
+    cleaned_reference: Cleaned | None = None
+    if reference is not None:
+        cleaned_reference = await clean_for_judging(
+            llm, reference, task.language, settings.clean, cache, trace_id=f"{item.id}:reference"
+        )
+        record.reference_clean = cleaned_reference.method
+    ref_text = cleaned_reference.text if cleaned_reference is not None else None
+    model = llm.config.role("judge").model
+    mode = "reference" if ref_text is not None else "pointwise"
+    key = cache_key(
+        model,
+        task.prompt,
+        f"{mode}\x00{settings.judge_max_chars}\x00{target.text}\x00{ref_text or ''}",
+        RACE_CACHE_VERSION,
+    )
+    hit = cache.get(key)
+    if hit is not None and isinstance(hit.get("reply"), dict):
+        weighted = drb_race.weighted_scores(hit["reply"], criteria)
+        score = drb_race.pointwise(weighted) if ref_text is None else drb_race.normalized(weighted)
+        record.race_cached = True
+        record.race_coverage_problems = len(
+            drb_race.coverage_problems(hit["reply"], criteria, pointwise=ref_text is None)
+        )
+    else:
+        judged = await drb_race.judge_task(
+            llm,
+            task,
+            criteria,
+            target.text,
+            ref_text,
+            max_attempts=settings.judge_attempts,
+            max_chars=settings.judge_max_chars,
+            complete=settings.complete,
+        )
+        record.race_attempts = judged.attempts
+        if judged.score is None or judged.reply is None:
+            record.error = f"race: {judged.error or 'no usable judgement'}"
+            return
+        cache.put(key, model, {"reply": judged.reply}, rubric=RACE_CACHE_VERSION)
+        score = judged.score
+        record.race_coverage_problems = len(judged.problems)
+    record.race_overall = score.overall
+    for dim in DIMENSIONS:
+        setattr(record, f"race_{dim}", score.dimensions[dim])
+
+
+async def score_one(
+    item: ScoreItem,
+    llm: Any | None,
+    cache: JudgeCache | None,
+    tasks: Mapping[str, tuple[DrbTask, TaskCriteria]],
+    references: tuple[dict[str, str], dict[str, str]] | None,
+    options: ScoreOptions,
+) -> ScoreRecord:
+    """The scores of one report; a failed judgement is the row's error (status failed)."""
+    record = ScoreRecord(item.id, item.question, item.language)
+    # A trace row is measured on its trace (tool calls, pages observed), a bare report on itself.
+    traced = isinstance(item.row.get("trace"), str) and bool(item.row["trace"]) and options.field_name is None
+    if traced:
+        metrics = row_metrics(item.row, "trace", item.language or None)
+    else:
+        metrics = row_metrics({**item.row, "report": item.report}, "report", item.language or None)
+    record.rules = json.dumps(metrics.to_dict(), ensure_ascii=False)
+    if options.rules_only or llm is None or cache is None:
+        return record
+    found = _task_of(item, tasks)
+    if found is None:
+        record.status, record.error = (
+            Status.FAILED,
+            "race: not a task of the benchmark (no criteria for its prompt or id)",
+        )
+        return record
+    task, criteria = found
+    record.language = record.language or task.language
+    record.judge = llm.config.role("judge").model
+    reference: str | None = None
+    record.race_mode = "pointwise"
+    if references is not None:
+        record.race_mode = "reference"
+        by_prompt, by_id = references
+        reference = by_prompt.get(" ".join(task.prompt.split())) or by_id.get(item.id)
+        if reference is None:
+            record.status, record.error = Status.FAILED, "race: the reference has no article for this task"
+            return record
+    await _race(llm, cache, item, task, criteria, reference, options.settings, record)
+    if record.error is not None:
+        record.status = Status.FAILED
+    return record
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def score_config(
+    options: ScoreOptions, input_name: str, reference_name: str | None, judge: str | None
+) -> dict[str, Any]:
+    """What decides a score, hashed for resume: the input, the judge, the reference, the settings."""
+    s = options.settings
+    return {
+        "input": input_name,
+        "bench": options.bench,
+        "mode": None if options.rules_only else ("reference" if reference_name else "pointwise"),
+        "reference": reference_name,
+        "rules_only": options.rules_only,
+        "judge": judge,
+        "clean": s.clean,
+        "judge_max_chars": s.judge_max_chars,
+        "judge_attempts": s.judge_attempts,
+        "complete": s.complete,
+        "field": options.field_name,
+    }
+
+
+def summarize_scores(rows: Sequence[Mapping[str, Any]]) -> ScoreSummary:
+    """The summary of a `scores` artifact: DRB's means over the scored tasks, failures counted."""
+    summary = ScoreSummary(None, len(rows))
+    results: list[drb_race.DrbScore | None] = []
+    metrics = []
+    from oresearch_cli.scoring.rules import ReportMetrics
+
+    names = set(ReportMetrics.__dataclass_fields__)
+    for row in rows:
+        failed = str(row.get("status")) == Status.FAILED
+        summary.n_failed += failed
+        summary.n_scored += not failed
+        summary.mode = summary.mode or row.get("race_mode")
+        summary.judge = summary.judge or row.get("judge")
+        summary.clean_fallbacks += row.get("clean") == "rules-fallback"
+        if row.get("race_mode"):
+            if row.get("race_overall") is None:
+                results.append(None)
+            else:
+                dims = {d: float(row[f"race_{d}"]) for d in DIMENSIONS}
+                results.append(drb_race.DrbScore(dims, float(row["race_overall"])))
+        data = json.loads(row.get("rules") or "{}")
+        if data:
+            data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+            metrics.append(ReportMetrics(**data))
+    summary.race = drb_race.summarize(results) if results else None
+    summary.rules = summarize_metrics(metrics) if metrics else {}
+    return summary
+
+
+async def run_score(
+    ws: Workspace,
+    source: str | None,
+    options: ScoreOptions,
+    llm_config: LLMConfig | None,
+    *,
+    progress: Progress | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> ScoreSummary:
+    """Score every report of `source` not scored earlier under the same config; see the module
+    docstring. Everything a user can get wrong (no reports, unknown run, no judge, unreachable
+    judge, a reference without articles) raises before the run is registered."""
+    items, input_name = load_reports(ws, source, options.field_name, options.fmt)
+    judged = not options.rules_only
+    tasks = _benchmark(options.bench) if judged else {}
+    references = None
+    reference_name = None
+    if judged and options.reference:
+        by_prompt, by_id, reference_name = load_references(ws, options.reference)
+        references = (by_prompt, by_id)
+    judge_model = None
+    if judged:
+        if llm_config is None:
+            raise InputError(
+                "ores eval score: RACE needs a judge; set --judge-model / --judge-base-url, or pass --rules-only"
+            )
+        judge_model = llm_config.role("judge").model
+        from oresearch_cli.stages.research_run import check_reachable
+
+        await check_reachable(list(llm_config.role("judge").base_urls), "judge endpoint", "--judge-base-url")
+    config = score_config(options, input_name, reference_name, judge_model)
+    async with contextlib.AsyncExitStack() as stack:
+        run: RunContext = stack.enter_context(
+            ws.start_run(
+                SCORE,
+                config,
+                inputs=[input_name, *([reference_name] if reference_name else [])],
+                resume=True,
+                progress=progress,
+            )
+        )
+        llm = cache = None
+        if judged and llm_config is not None:
+            calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
+            llm = await stack.enter_async_context(LLMClient(llm_config, calls))
+            cache = JudgeCache.for_workspace(ws)
+            stack.callback(cache.close)
+        todo = [i for i in items if not run.is_done(i.id, options.retry_failed)]
+        if options.limit is not None:
+            todo = todo[: options.limit]
+        run.progress.start(
+            "score",
+            len(todo),
+            f"{run.run_id}: {len(todo)} reports to score ({len(items) - len(todo)} done earlier)",
+        )
+        gate = asyncio.Semaphore(options.settings.judge_concurrency)
+        counts = {"scored": 0, "failed": 0}
+
+        async def one(item: ScoreItem) -> None:
+            async with gate:
+                record = await score_one(item, llm, cache, tasks, references, options)
+            run.append(record)
+            counts["failed" if record.status == Status.FAILED else "scored"] += 1
+            if on_record is not None:
+                on_record(record.to_row())
+            shown = (
+                f"{record.race_overall:.3f}" if record.race_overall is not None else (record.error or "rules")
+            )
+            run.progress.advance(
+                item=f"{item.id}: {shown}", stats=f"scored {counts['scored']} failed {counts['failed']}"
+            )
+
+        pending = [asyncio.ensure_future(one(i)) for i in todo]
+        try:
+            await asyncio.gather(*pending)
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if llm is not None:
+            judge_totals = calls.totals()
+    assert run.artifact is not None
+    summary = summarize_scores(ws.read_artifact(run.artifact))
+    summary.run_id, summary.artifact = run.run_id, run.artifact
+    if judged:
+        summary.judge_calls = judge_totals.calls
+        summary.judge_cost_usd = judge_totals.cost_usd
+    return summary
