@@ -133,7 +133,7 @@ def test_stop_strings_end_the_text_before_them(client):
         ({"response_format": {"type": "xml"}}, "response_format type 'xml' is not supported"),
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "needs `json_schema"),
         ({"n": 2}, "n: only one choice"),
-        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs needs logprobs"),
         ({"temperature": 7}, "temperature must be"),
     ],
 )

@@ -42,6 +42,7 @@ from oresearch_cli.llm.config import LLMConfig, RoleConfig
 from oresearch_cli.llm.errors import LLMError, MalformedOutput
 from oresearch_cli.llm.jsonout import JSONExtractError, parse_json_output
 from oresearch_cli.llm.limits import Limits, Pauses
+from oresearch_cli.llm.logprob_scores import TokenLogprob, parse_logprobs
 from oresearch_cli.llm.recorder import CallRecord, Recorder, Totals
 from oresearch_cli.llm.redact import redact, safe_url
 from oresearch_cli.llm.routing import Router
@@ -55,6 +56,8 @@ _ROLE_OVERRIDES = {"model", "temperature", "max_tokens", "timeout_s", "max_attem
 # Models that take `max_completion_tokens` instead of `max_tokens` (OpenAI reasoning models).
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(openai/)?(o\d|gpt-5)")
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
+# OpenAI's bound on `top_logprobs` (alternatives per generated token).
+MAX_TOP_LOGPROBS = 20
 # Calls in flight per HTTP connection pool (see `_Endpoint`).
 CONNECTIONS_PER_POOL = 16
 
@@ -109,7 +112,9 @@ class Usage:
 class ChatResult:
     """One answered call. `truncated` is True when the model hit `max_tokens` (finish_reason
     "length"): the text is cut off, and the caller decides what to do with it. `data` holds the
-    parsed object for `chat_json`."""
+    parsed object for `chat_json`. `logprobs` holds the reply's tokens with their log probs and
+    top alternatives when the call asked for them (`top_logprobs`) and the endpoint sent them;
+    None otherwise (many endpoints send none)."""
 
     text: str
     finish_reason: str | None
@@ -122,6 +127,7 @@ class ChatResult:
     role: str = ""
     call_id: str = ""
     data: dict[str, Any] | None = field(default=None, compare=False)
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, compare=False)
 
     @property
     def truncated(self) -> bool:
@@ -137,10 +143,12 @@ class _Answer:
     prompt_tokens: int | None
     completion_tokens: int | None
     model: str | None
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     @classmethod
-    def parse(cls, data: object) -> _Answer | None:
-        """None unless `data` is a chat completion with a message (a proxy's HTML page is not)."""
+    def parse(cls, data: object, *, logprobs: bool = False) -> _Answer | None:
+        """None unless `data` is a chat completion with a message (a proxy's HTML page is not).
+        With `logprobs`, the choice's token log probs are read too (None when it has none)."""
         if not isinstance(data, dict):
             return None
         choices = data.get("choices")
@@ -162,6 +170,7 @@ class _Answer:
             prompt_tokens=prompt if isinstance(prompt, int) else None,
             completion_tokens=completion if isinstance(completion, int) else None,
             model=model if isinstance(model, str) else None,
+            logprobs=parse_logprobs(choices[0].get("logprobs")) if logprobs else None,
         )
 
 
@@ -343,6 +352,7 @@ class LLMClient:
         affinity: str | None = None,
         json_schema: Mapping[str, Any] | None = None,
         trace_id: str | None = None,
+        top_logprobs: int | None = None,
         **overrides: Any,
     ) -> ChatResult:
         """One chat completion for `role`.
@@ -351,13 +361,26 @@ class LLMClient:
         asks for structured output where the role's `json_mode` says the endpoint supports it.
         `overrides` replace the role's `model`, `temperature`, `max_tokens`, `timeout_s`,
         `max_attempts`; anything else (`stop`, `top_p`, `seed`, ...) goes into the request body.
+        `top_logprobs=k` (0-20) asks for each generated token's log prob and its `k` likeliest
+        alternatives (`logprobs: true, top_logprobs: k`); they come back in `result.logprobs`, None
+        when the endpoint sent none. An endpoint that refuses the fields answers 400 (`LLMError`).
         Raises `LLMError` when the endpoint refuses the call or the retries run out.
         """
+        if top_logprobs is not None and (
+            isinstance(top_logprobs, bool)
+            or not isinstance(top_logprobs, int)
+            or not 0 <= top_logprobs <= MAX_TOP_LOGPROBS
+        ):
+            raise ValueError(
+                f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}, got {top_logprobs!r}"
+            )
         rc = self.config.role(role)
         settings = {k: v for k, v in overrides.items() if k in _ROLE_OVERRIDES}
         if settings:
             rc = replace(rc, **settings)
         extra = {k: v for k, v in overrides.items() if k not in _ROLE_OVERRIDES}
+        if top_logprobs is not None:
+            extra.update(logprobs=True, top_logprobs=top_logprobs)
         body = self._body(rc, messages, json_schema, extra)
         estimated = estimate_message_tokens(messages) + (rc.max_tokens or 0)
 
@@ -420,6 +443,7 @@ class LLMClient:
             attempts=attempts,
             role=role,
             call_id=call_id,
+            logprobs=answer.logprobs,
         )
         self._record(
             CallRecord(
@@ -521,7 +545,7 @@ class LLMClient:
                 data = await endpoint.clients[pool].post(
                     "/chat/completions", cast_to=object, body=body, options={"timeout": rc.timeout_s}
                 )
-                answer = _Answer.parse(data)
+                answer = _Answer.parse(data, logprobs=body.get("logprobs") is True)
                 if answer is None:
                     fault = True
                     raise _Retryable(f"{safe_url(url)} answered without a chat completion")

@@ -16,7 +16,9 @@ plain full-attention layers (sliding windows, state-space layers) run one reques
 Results go back to the asyncio side as events on the request's queue (`Delta`, then one `Done`),
 delivered with `loop.call_soon_threadsafe`. `Done` also carries the generated token ids, each
 one's log probability and the stop string that ended the request, so an in-process caller (the
-single-model research loop, RL rollouts) gets ids and log probs without re-tokenizing the text.
+single-model research loop, RL rollouts) gets ids and log probs without re-tokenizing the text;
+a request that asks for `top_logprobs` gets each position's likeliest tokens too (a top-k over
+the rows that ask, nothing for the others).
 A request whose client went away is `cancel()`ed and leaves the batch at the next step: no
 generation keeps running for nobody.
 """
@@ -48,6 +50,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_logprobs: int = 0  # alternatives to report per generated token (0: none)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Done:
     under the model's raw distribution (log-softmax of the logits at temperature 1, before top-p
     and any grammar mask), as vLLM reports by default: the policy's own probability, whatever the
     sampling settings. `stop` is the stop string that ended the request, if one did.
+    `top_logprobs[i]` are the `params.top_logprobs` likeliest tokens at position i as (id, log
+    prob), best first, under the same raw distribution; empty when the request asked for none.
     """
 
     finish_reason: str
@@ -76,6 +81,7 @@ class Done:
     token_ids: tuple[int, ...] = ()
     logprobs: tuple[float, ...] = ()
     stop: str | None = None
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
 
 
 class GenerationRequest:
@@ -115,6 +121,7 @@ class _Row:
     last_token: int = -1
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     sent: int = 0  # characters of the decoded text already emitted
     matcher: Any | None = None
     generator: Any | None = None
@@ -196,6 +203,11 @@ class Engine:
 
     def encode_text(self, text: str) -> list[int]:
         return [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    def token_texts(self, ids: list[int]) -> list[str]:
+        """Each token's text on its own (special tokens written out; a token holding part of a
+        multi-byte character decodes to U+FFFD)."""
+        return [str(t) for t in self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=False)]
 
     @property
     def in_flight(self) -> int:
@@ -359,6 +371,12 @@ class Engine:
         # the normalizer of the raw distribution, before a grammar mask changes the logits: one
         # reduction over the batch, then one subtraction per row for the chosen token's log prob
         log_norm = self.torch.logsumexp(logits, dim=-1)
+        # the alternatives a row asked for, from the raw distribution too: before the mask
+        tops = {
+            i: self._top(logits[i], log_norm[i], row.request.params.top_logprobs)
+            for i, row in enumerate(rows)
+            if row.request.params.top_logprobs > 0
+        }
         matchers = {i: row.matcher for i, row in enumerate(rows) if row.matcher is not None}
         constrained = list(matchers)
         if constrained and self.grammars is not None:
@@ -372,7 +390,11 @@ class Engine:
                 continue
             token = self._sample(logits[i], row)
             # a mask only sets other tokens to -inf: the chosen token's logit is still the raw one
-            self._advance(row, token, float(logits[i, token] - log_norm[i]))
+            self._advance(row, token, float(logits[i, token] - log_norm[i]), tops.get(i, ()))
+
+    def _top(self, logits: Any, log_norm: Any, k: int) -> tuple[tuple[int, float], ...]:
+        values, ids = self.torch.topk(logits, min(k, int(logits.shape[-1])))
+        return tuple(zip(ids.tolist(), (values - log_norm).tolist(), strict=True))
 
     def _sample(self, logits: Any, row: _Row) -> int:
         torch = self.torch
@@ -387,7 +409,9 @@ class Engine:
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=row.generator))
 
-    def _advance(self, row: _Row, token: int, logprob: float) -> None:
+    def _advance(
+        self, row: _Row, token: int, logprob: float, top: tuple[tuple[int, float], ...] = ()
+    ) -> None:
         params = row.request.params
         if row.matcher is not None:
             if not row.matcher.accept_token(token):
@@ -401,6 +425,8 @@ class Engine:
             return
         row.tokens.append(token)
         row.logprobs.append(logprob)
+        if row.request.params.top_logprobs > 0:
+            row.top.append(top)
         row.last_token = token
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
         if params.stop:
@@ -444,6 +470,7 @@ class Engine:
             token_ids=tuple(row.tokens),
             logprobs=tuple(row.logprobs),
             stop=stop,
+            top_logprobs=tuple(row.top),
         )
         row.request._emit(row.finished)
 

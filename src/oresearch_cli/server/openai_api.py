@@ -5,9 +5,13 @@ Requests are read the way OpenAI and vLLM read them: `max_tokens` (or `max_compl
 `temperature`, `top_p` (defaults from the checkpoint's generation_config, as vLLM takes them:
 greedy when it does not sample), `seed`, `stop` (honoured: the text ends before the stop string),
 `stream` with `stream_options.include_usage`, and `response_format` (`json_object`, or
-`json_schema` enforced token by token: server/grammar.py). A field the server cannot honour
-(`n` > 1, `logprobs`, `tools`, penalties) is refused with a 400 that names it, never ignored;
-errors have OpenAI's shape, so the `openai` client raises them with the message.
+`json_schema` enforced token by token: server/grammar.py), and on chat completions `logprobs`
+with `top_logprobs` (0-20): each generated token's log prob and its likeliest alternatives under
+the model's raw distribution (before temperature, top-p and any grammar mask, as vLLM reports
+them), in OpenAI's `choices[0].logprobs.content` shape. A field the server cannot honour (`n` > 1,
+`logprobs` on /v1/completions or with `stream`, `tools`, penalties) is refused with a 400 that
+names it, never ignored; errors have OpenAI's shape, so the `openai` client raises them with the
+message.
 
 A client that disconnects cancels its generation at the next decoding step.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -39,6 +44,8 @@ from oresearch_cli.server.engine import (
 from oresearch_cli.server.grammar import ResponseFormatError
 
 MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
+LOGPROB_FLOOR = -9999.0  # what OpenAI reports for a token the model rules out (JSON has no -inf)
 DISCONNECT_POLL_S = 0.5
 # Fields asking for what this server does not do; anything else unknown (user, metadata) is ignored.
 _UNSUPPORTED = {
@@ -81,6 +88,7 @@ class Parsed:
     grammar: Any | None
     stream: bool
     include_usage: bool
+    logprobs: bool = False
 
 
 class OpenAIServer:
@@ -108,8 +116,7 @@ class OpenAIServer:
                 raise BadRequest(f"{name}: {what} is not supported by this server; leave it out", name)
         if body.get("n", 1) != 1:
             raise BadRequest("n: only one choice per request is supported; send n=1 or leave it out", "n")
-        if body.get("logprobs") not in (None, False) or body.get("top_logprobs") not in (None, 0):
-            raise BadRequest("logprobs: not supported by this server; leave it out", "logprobs")
+        logprobs, top_logprobs = _logprobs(body, chat=chat)
         for name in ("presence_penalty", "frequency_penalty"):
             if body.get(name) not in (None, 0, 0.0):
                 raise BadRequest(f"{name}: not supported by this server; leave it out or send 0", name)
@@ -117,7 +124,7 @@ class OpenAIServer:
             prompt_ids = self._chat_prompt(body.get("messages"))
         else:
             prompt_ids = self._text_prompt(body.get("prompt"))
-        params = self._sampling(body, len(prompt_ids))
+        params = self._sampling(body, len(prompt_ids), top_logprobs)
         grammar = None
         if body.get("response_format") is not None:
             if self.engine.grammars is None:
@@ -135,6 +142,7 @@ class OpenAIServer:
             grammar=grammar,
             stream=bool(body.get("stream")),
             include_usage=bool(isinstance(options, Mapping) and options.get("include_usage")),
+            logprobs=logprobs,
         )
 
     def _chat_prompt(self, messages: Any) -> list[int]:
@@ -177,7 +185,7 @@ class OpenAIServer:
             )
         return self.engine.encode_text(prompt)
 
-    def _sampling(self, body: Mapping[str, Any], prompt_len: int) -> SamplingParams:
+    def _sampling(self, body: Mapping[str, Any], prompt_len: int, top_logprobs: int = 0) -> SamplingParams:
         context = self.engine.context_length
         if prompt_len >= self.engine.cache_tokens or (context and prompt_len >= context):
             limit = min(x for x in (self.engine.cache_tokens, context) if x)
@@ -215,7 +223,12 @@ class OpenAIServer:
         else:
             raise BadRequest(f"stop must be a string or a list of at most {MAX_STOP_STRINGS} strings", "stop")
         return SamplingParams(
-            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stops
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=stops,
+            top_logprobs=top_logprobs,
         )
 
     # -- routes ----------------------------------------------------------------------------------
@@ -259,6 +272,8 @@ class OpenAIServer:
         if done.finish_reason == FINISH_ERROR:
             return _error(done.error or "generation failed", status=500)
         choice: dict[str, Any] = {"index": 0, "finish_reason": done.finish_reason, "logprobs": None}
+        if parsed.logprobs:
+            choice["logprobs"] = {"content": self._logprob_content(done)}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
         else:
@@ -273,6 +288,29 @@ class OpenAIServer:
                 "usage": _usage(done),
             }
         )
+
+    def _logprob_content(self, done: Done) -> list[dict[str, Any]]:
+        """OpenAI's `logprobs.content`: per generated token its text, log prob, bytes (null for
+        a token that is part of a multi-byte character) and the alternatives asked for."""
+        ids = list(done.token_ids)
+        for top in done.top_logprobs:
+            ids.extend(i for i, _ in top)
+        unique = list(dict.fromkeys(ids))
+        texts = dict(zip(unique, self.engine.token_texts(unique), strict=True)) if unique else {}
+
+        def entry(token: int, logprob: float) -> dict[str, Any]:
+            text = texts[token]
+            raw = None if "\ufffd" in text else list(text.encode("utf-8"))
+            value = logprob if math.isfinite(logprob) else LOGPROB_FLOOR
+            return {"token": text, "logprob": max(value, LOGPROB_FLOOR), "bytes": raw}
+
+        content = []
+        for n, (token, logprob) in enumerate(zip(done.token_ids, done.logprobs, strict=True)):
+            item = entry(token, logprob)
+            top = done.top_logprobs[n] if n < len(done.top_logprobs) else ()
+            item["top_logprobs"] = [entry(i, lp) for i, lp in top]
+            content.append(item)
+        return content
 
     async def _collect(self, request: Request, generation: GenerationRequest) -> tuple[str, Done]:
         parts: list[str] = []
@@ -366,6 +404,32 @@ def _usage(done: Done) -> dict[str, int]:
         "completion_tokens": done.completion_tokens,
         "total_tokens": done.prompt_tokens + done.completion_tokens,
     }
+
+
+def _logprobs(body: Mapping[str, Any], *, chat: bool) -> tuple[bool, int]:
+    """(whether to return log probs, how many alternatives per token) as the request asks."""
+    logprobs, top = body.get("logprobs"), body.get("top_logprobs")
+    if not chat:
+        if logprobs not in (None, False) or top not in (None, 0):
+            raise BadRequest(
+                "logprobs: not supported on /v1/completions by this server; use /v1/chat/completions "
+                "with logprobs: true, or leave it out",
+                "logprobs",
+            )
+        return False, 0
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise BadRequest("logprobs must be true or false", "logprobs")
+    if top is not None and (
+        isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS
+    ):
+        raise BadRequest(f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}", "top_logprobs")
+    if top and not logprobs:
+        raise BadRequest("top_logprobs needs logprobs: true; send both or leave both out", "top_logprobs")
+    if logprobs and body.get("stream"):
+        raise BadRequest(
+            "logprobs: not supported with stream by this server; leave one of them out", "logprobs"
+        )
+    return bool(logprobs), int(top or 0)
 
 
 def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
