@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Extras installed by `make install`: dev tools plus what the stages implemented so far need.
-EXTRAS ?= dev,local,train
+EXTRAS ?= dev,local,train,eval
 
 .PHONY: install test test-slow lint bench demo learn-sft learn-rl clean
 
