@@ -268,6 +268,34 @@ def score(
     rules_only: Annotated[
         bool, typer.Option("--rules-only", help="Rule metrics only: no judge, no endpoint.")
     ] = False,
+    race: Annotated[
+        bool, typer.Option("--race/--no-race", help="RACE (DRB's criteria). [default: on]")
+    ] = True,
+    fact: Annotated[
+        bool,
+        typer.Option("--fact", help="FACT: cited statements checked against their pages (crawled, cached)."),
+    ] = False,
+    fact_extractor: Annotated[
+        str,
+        typer.Option(
+            "--fact-extractor", help="judge (DRB's LLM extraction) or rules ([n] markers + reference list)."
+        ),
+    ] = "judge",
+    crawl: Annotated[
+        str, typer.Option("--crawl", help="How FACT fetches cited pages: auto, direct, jina, local.")
+    ] = "auto",
+    quality: Annotated[
+        bool,
+        typer.Option(
+            "--quality", help="DeepResearchGym-style quality (six dimensions 0-10, key-point recall)."
+        ),
+    ] = False,
+    weighted: Annotated[
+        bool,
+        typer.Option(
+            "--weighted", help="Quality scores weighted by the judge's top logprobs (G-Eval), where sent."
+        ),
+    ] = False,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model of the judge role.")] = None,
     judge_base_url: Annotated[
         str | None, typer.Option("--judge-base-url", help="OpenAI-compatible base URL of the judge.")
@@ -294,6 +322,14 @@ def score(
         bool | None,
         typer.Option("--complete/--as-drb", help="Re-ask a reply that misses criteria (DRB does not)."),
     ] = None,
+    judge_analysis_chars: Annotated[
+        int | None,
+        typer.Option(
+            "--judge-analysis-chars",
+            min=0,
+            help="Bound each criterion's analysis (schema-binding endpoints, small judges).",
+        ),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Score at most N reports this run.")
     ] = None,
@@ -310,7 +346,13 @@ def score(
     from oresearch_cli.workspace import Workspace
 
     settings = eval_settings(
-        {"clean": clean, "judge_max_chars": judge_max_chars, "complete": complete}, config
+        {
+            "clean": clean,
+            "judge_max_chars": judge_max_chars,
+            "complete": complete,
+            "judge_analysis_chars": judge_analysis_chars,
+        },
+        config,
     )
     llm_config = None
     if not rules_only:
@@ -330,6 +372,12 @@ def score(
         bench=bench if not rules_only else None,
         reference=reference,
         rules_only=rules_only,
+        race=race,
+        fact=fact,
+        quality=quality,
+        weighted=weighted,
+        fact_extractor=fact_extractor,
+        crawl=crawl,
         field_name=field,
         fmt=fmt,
         limit=limit,
@@ -364,12 +412,26 @@ def summary_dict(summary: ScoreSummary) -> dict[str, Any]:
             "scored": race.scored,
             "failed": race.failed,
         },
+        "fact": None if summary.fact is None else _fact_dict(summary.fact),
+        "quality": None if summary.quality is None else _quality_dict(summary.quality),
         "clean_fallbacks": summary.clean_fallbacks,
         "judge": summary.judge,
         "judge_calls": summary.judge_calls,
         "judge_cost_usd": summary.judge_cost_usd,
         "rules": summary.rules,
     }
+
+
+def _fact_dict(fact: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(fact)
+
+
+def _quality_dict(quality: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {**asdict(quality), "normalized": quality.normalized}
 
 
 def _print_score(summary: ScoreSummary) -> None:
@@ -385,6 +447,27 @@ def _print_score(summary: ScoreSummary) -> None:
         rows += [[f"  {d}", f"{v * 100:.2f}"] for d, v in race.dimensions.items()]
         rows += [["  tasks scored / failed", f"{race.scored} / {race.failed}"]]
         rows += [["citation cleaning fell back to rules", summary.clean_fallbacks]]
+    fact = summary.fact
+    if fact is not None:
+        accuracy = "-" if fact.accuracy is None else f"{fact.accuracy:.2%}"
+        effective = "-" if fact.effective is None else f"{fact.effective:.2f}"
+        rows += [
+            ["FACT citation accuracy (pooled)", accuracy],
+            ["FACT effective citations per task", effective],
+            [
+                "  tasks counted / failed / incomplete",
+                f"{fact.counted} / {fact.failed_tasks} / {fact.incomplete}",
+            ],
+        ]
+    quality = summary.quality
+    if quality is not None:
+        overall = "-" if quality.overall is None else f"{quality.overall:.2f}"
+        rows += [["quality (DRGym-style, 0-10)", overall]]
+        if quality.weighted_overall is not None:
+            rows += [["  logprob-weighted", f"{quality.weighted_overall:.2f} ({quality.weighted} reports)"]]
+        if quality.key_point_recall is not None:
+            rows += [["  key-point recall", f"{quality.key_point_recall:.0%}"]]
+        rows += [["  scored / failed", f"{quality.scored} / {quality.failed}"]]
     rules = summary.rules
     if rules:
 
@@ -413,3 +496,83 @@ def _print_score(summary: ScoreSummary) -> None:
             markup=False,
         )
     out.print(f"scores: {summary.artifact.path if summary.artifact else '-'}", highlight=False, markup=False)
+
+
+# -- ores eval board ---------------------------------------------------------------------------------
+
+
+@eval_app.command("board")
+def board(
+    runs: Annotated[
+        list[str] | None, typer.Argument(help="Score runs to show (default: every finished one).")
+    ] = None,
+    published: Annotated[
+        str | None,
+        typer.Option(
+            "--published",
+            help="Published sources to show beside ours, comma-separated ids of data/published_scores.json "
+            "(default: the paper and DRB's July 2025 board); 'none' for ours only.",
+        ),
+    ] = None,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option("--report", help="Folder for leaderboard.md/.html/.png. [default: <ws>/board]"),
+    ] = None,
+    no_chart: Annotated[bool, typer.Option("--no-chart", help="Skip the PNG.")] = False,
+    as_json: JsonOption = False,
+    ws: WsOption = default_ws(),
+) -> None:
+    """Scored runs beside published DeepResearch Bench numbers: a table, a PNG and a Markdown/HTML page."""
+    from oresearch_cli.evaluation import board_table, load_published, sort_entries, write_report
+    from oresearch_cli.evaluation.runs import scored_entries
+    from oresearch_cli.workspace import Workspace
+
+    workspace = Workspace.open(ws, create=False)
+    ours = scored_entries(workspace, runs or None)
+    if not ours:
+        raise InputError(f"{workspace.root}: no finished `ores eval score` run to show; score a run first")
+    chosen = (
+        DEFAULT_PUBLISHED if published is None else [p for p in published.split(",") if p and p != "none"]
+    )
+    entries = sort_entries([*ours, *(load_published(sources=chosen) if chosen else [])])
+    if as_json:
+        print_json([e.to_dict() for e in entries])
+        return
+    out.print(board_table(entries))
+    paths = write_report(entries, report_dir or workspace.root / "board", chart=not no_chart)
+    err.print(f"board: {paths.markdown}, {paths.html}", highlight=False, markup=False)
+    if paths.chart is not None:
+        err.print(f"chart: {paths.chart}", highlight=False, markup=False)
+    elif paths.chart_problem:
+        err.print(f"no chart: {paths.chart_problem}", highlight=False, markup=False)
+
+
+DEFAULT_PUBLISHED = ["o-researcher-paper", "drb-readme-2025-07-15"]
+
+
+# -- ores eval agree ---------------------------------------------------------------------------------
+
+
+@eval_app.command("agree")
+def agree(
+    run_a: Annotated[str, typer.Argument(help="A score run (e.g. the expensive judge).")],
+    run_b: Annotated[
+        str, typer.Argument(help="Another score run of the same reports (the cheap judge, or a rerun).")
+    ],
+    as_json: JsonOption = False,
+    ws: WsOption = default_ws(),
+) -> None:
+    """How far two judges agree on the same reports: rank correlation and mean difference per dimension."""
+    from oresearch_cli.evaluation import judge_agreement
+    from oresearch_cli.evaluation.runs import dimension_scores
+    from oresearch_cli.workspace import Workspace
+
+    workspace = Workspace.open(ws, create=False)
+    result = judge_agreement(
+        dimension_scores(workspace, run_a), dimension_scores(workspace, run_b), label_a=run_a, label_b=run_b
+    )
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(result.table())
+    out.print(result.verdict(), highlight=False, markup=False)

@@ -46,30 +46,6 @@ LABELS = {
     "readability": "Readability",
 }
 
-# The JSON the judge must write; the schema goes to endpoints that can bind output to one.
-SCHEMA: dict[str, Any] = {
-    "title": "drb_race_scores",
-    "type": "object",
-    "properties": {
-        d: {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "criterion": {"type": "string"},
-                    "analysis": {"type": "string"},
-                    TARGET_KEY: {"type": "number"},
-                    REFERENCE_KEY: {"type": "number"},
-                },
-                "required": ["criterion", "analysis", TARGET_KEY, REFERENCE_KEY],
-            },
-        }
-        for d in DIMENSIONS
-    },
-    "required": list(DIMENSIONS),
-}
-
-
 # --- the prompt ---------------------------------------------------------------------------------
 
 _SYSTEM = {
@@ -176,27 +152,6 @@ Make sure the JSON parses: escape quotes and any other characters that would bre
 # Pointwise mode: no reference article, so no T / (T + R). The same criteria are scored for the one
 # article; the result is the criterion-weighted mean divided by 10 (0-1, like a RACE share), and it
 # is labelled pointwise wherever it is shown: it is not comparable with DRB's published numbers.
-POINTWISE_SCHEMA: dict[str, Any] = {
-    "title": "drb_pointwise_scores",
-    "type": "object",
-    "properties": {
-        d: {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "criterion": {"type": "string"},
-                    "analysis": {"type": "string"},
-                    POINTWISE_KEY: {"type": "number"},
-                },
-                "required": ["criterion", "analysis", POINTWISE_KEY],
-            },
-        }
-        for d in DIMENSIONS
-    },
-    "required": list(DIMENSIONS),
-}
-
 _POINTWISE_SYSTEM = {
     "en": "You are an exacting, careful and impartial reviewer of research reports. You judge a report "
     "against specific criteria and give precise scores with clear reasons.",
@@ -306,6 +261,34 @@ def build_messages(
         task=task.prompt, article_1=cut(target), article_2=cut(reference), criteria=criteria_list(criteria)
     )
     return [{"role": "system", "content": _SYSTEM[language]}, {"role": "user", "content": user}]
+
+
+def task_schema(
+    criteria: TaskCriteria, *, pointwise: bool = False, analysis_chars: int | None = None
+) -> dict[str, Any]:
+    """The reply schema narrowed to one task, for endpoints that bind output to a schema: under
+    each dimension exactly as many items as it has criteria, each naming one of them (an enum of
+    their texts, so even a weak judge cannot mangle a criterion), the scores 0-10, and with
+    `analysis_chars` the analysis bounded (a small judge otherwise writes until its token limit)."""
+    score_keys = [POINTWISE_KEY] if pointwise else [TARGET_KEY, REFERENCE_KEY]
+    analysis: dict[str, Any] = {"type": "string"}
+    if analysis_chars is not None:
+        analysis["maxLength"] = analysis_chars
+    properties = {}
+    for dim in DIMENSIONS:
+        texts = [c.text for c in criteria.criteria[dim]]
+        item = {
+            "type": "object",
+            "properties": {
+                "criterion": {"type": "string", "enum": texts},
+                "analysis": analysis,
+                **{key: {"type": "number", "minimum": 0, "maximum": 10} for key in score_keys},
+            },
+            "required": ["criterion", "analysis", *score_keys],
+        }
+        properties[dim] = {"type": "array", "items": item, "minItems": len(texts), "maxItems": len(texts)}
+    title = "drb_pointwise_scores" if pointwise else "drb_race_scores"
+    return {"title": title, "type": "object", "properties": properties, "required": list(DIMENSIONS)}
 
 
 def build_pointwise_messages(
@@ -579,6 +562,7 @@ async def judge_task(
     max_attempts: int = 3,
     max_chars: int | None = None,
     complete: bool = False,
+    analysis_chars: int | None = None,
 ) -> DrbJudgement:
     """Judge one task through `llm`'s judge role. A reply is taken as DRB takes it (a JSON object
     with the four dimensions); with `complete`, one that misses or mangles a criterion is asked
@@ -599,7 +583,7 @@ async def judge_task(
         if reference is None
         else build_messages(task, criteria, target, reference, max_chars),
         check,
-        schema=POINTWISE_SCHEMA if alone else SCHEMA,
+        schema=task_schema(criteria, pointwise=alone, analysis_chars=analysis_chars),
         shape=POINTWISE_SHAPE if alone else SHAPE,
         max_attempts=max_attempts,
         trace_id=str(task.id),

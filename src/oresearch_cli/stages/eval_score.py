@@ -68,6 +68,18 @@ class ScoreRecord(ArtifactRecord):
     clean: str | None = None  # how the target was cleaned: llm, rules, none, rules-fallback
     clean_problem: str | None = None
     reference_clean: str | None = None
+    # FACT (`scoring.fact`): DRB's citation accuracy and effective citations; `fact` is the task's
+    # result as JSON (every pair with its verdict)
+    fact_citations: int | None = None
+    fact_supported: int | None = None
+    fact_accuracy: float | None = None
+    fact: str = "{}"
+    # DeepResearchGym-style quality (`scoring.quality`): the six-dimension mean 0-10, its
+    # probability-weighted form when the endpoint sent log probs, key-point recall when given
+    quality_overall: float | None = None
+    quality_weighted: float | None = None
+    key_point_recall: float | None = None
+    quality: str = "{}"
     rules: str = "{}"
     judge: str | None = None
 
@@ -91,6 +103,12 @@ class ScoreOptions:
     bench: str | None = "drb"  # drb: DRB's tasks and criteria; None: no benchmark (rules only)
     reference: str | None = None  # a file of {prompt|id, article} or an eval run id
     rules_only: bool = False
+    race: bool = True
+    fact: bool = False
+    quality: bool = False
+    weighted: bool = False  # quality scores weighted by the judge's top logprobs (G-Eval)
+    fact_extractor: str = "judge"  # judge: DRB's LLM extraction; rules: [n] markers and the reference list
+    crawl: str = "auto"  # FACT's page fetcher
     field_name: str | None = None
     fmt: str | None = None
     retry_failed: bool = True  # failed judgements are redone on a rerun (successes are cached)
@@ -106,6 +124,8 @@ class ScoreSummary:
     n_failed: int = 0
     mode: str | None = None
     race: drb_race.DrbSummary | None = None
+    fact: Any = None  # scoring.fact.FactSummary
+    quality: Any = None  # scoring.quality.QualitySummary
     clean_fallbacks: int = 0
     rules: dict[str, Any] = field(default_factory=dict)
     judge: str | None = None
@@ -120,7 +140,11 @@ class ScoreSummary:
 def report_of(row: Mapping[str, Any], field_name: str | None) -> str:
     """The report of a row: `field_name`, else the first of REPORT_FIELDS it has; a trace's
     report is its `<suggested_answer>` (read by `trace`, the one owner of the tags)."""
-    name = field_name or next((f for f in REPORT_FIELDS if row.get(f) is not None), None)
+    # A row with a `report` key (an eval run's) is taken at its word: no report is an empty one,
+    # never the raw trace judged in its place.
+    name = field_name or next(
+        (f for f in REPORT_FIELDS if f in row and (f == "report" or row[f] is not None)), None
+    )
     if name is None:
         return ""
     value = row.get(name)
@@ -241,7 +265,7 @@ async def _race(
     key = cache_key(
         model,
         task.prompt,
-        f"{mode}\x00{settings.judge_max_chars}\x00{target.text}\x00{ref_text or ''}",
+        f"{mode}\x00{settings.judge_max_chars}\x00{settings.judge_analysis_chars}\x00{target.text}\x00{ref_text or ''}",
         RACE_CACHE_VERSION,
     )
     hit = cache.get(key)
@@ -262,10 +286,11 @@ async def _race(
             max_attempts=settings.judge_attempts,
             max_chars=settings.judge_max_chars,
             complete=settings.complete,
+            analysis_chars=settings.judge_analysis_chars,
         )
         record.race_attempts = judged.attempts
         if judged.score is None or judged.reply is None:
-            record.error = f"race: {judged.error or 'no usable judgement'}"
+            record.error = _join(record.error, f"race: {judged.error or 'no usable judgement'}")
             return
         cache.put(key, model, {"reply": judged.reply}, rubric=RACE_CACHE_VERSION)
         score = judged.score
@@ -275,6 +300,107 @@ async def _race(
         setattr(record, f"race_{dim}", score.dimensions[dim])
 
 
+async def _fact(
+    llm: Any, crawl: Any, cache: JudgeCache, item: ScoreItem, options: ScoreOptions, record: ScoreRecord
+) -> None:
+    from oresearch_cli.scoring.fact import FactSettings, fact_task
+
+    settings = FactSettings(extractor=options.fact_extractor)  # type: ignore[arg-type]
+    result = await fact_task(
+        llm,
+        crawl,
+        item.id,
+        item.question,
+        item.report,
+        settings=settings,
+        cache=cache,
+        language=record.language or None,
+    )
+    record.fact = json.dumps(result.to_row(), ensure_ascii=False, default=str)
+    if result.error is not None:
+        record.error = _join(record.error, f"fact: {result.error}")
+        return
+    record.fact_citations, record.fact_supported, record.fact_accuracy = (
+        result.citations,
+        result.supported,
+        result.accuracy,
+    )
+    if result.failed_calls:
+        record.error = _join(record.error, f"fact: {result.failed_calls} judge call(s) failed")
+
+
+async def _quality(
+    llm: Any, cache: JudgeCache, item: ScoreItem, options: ScoreOptions, record: ScoreRecord
+) -> None:
+    from oresearch_cli.scoring.quality import QualityItem, QualitySettings, quality_all
+
+    points = item.row.get("key_points")
+    settings = QualitySettings(weighted=options.weighted)
+    [result] = await quality_all(
+        llm, [QualityItem(item.id, item.question, item.report, points)], settings, cache
+    )
+    record.quality = json.dumps(quality_row(result), ensure_ascii=False)
+    if result.dimensions is None:
+        record.error = _join(record.error, f"quality: {result.error or 'no usable judgement'}")
+        return
+    record.quality_overall, record.quality_weighted = result.overall, result.weighted_overall
+    if result.key_points is not None:
+        record.key_point_recall = result.key_points.recall
+        if result.key_points.verdicts is None:
+            record.error = _join(
+                record.error, f"key points: {result.key_points.error or 'no usable judgement'}"
+            )
+
+
+def quality_row(result: Any) -> dict[str, Any]:
+    """A QualityResult as JSON; `quality_result` reads it back."""
+    dims = None
+    if result.dimensions is not None:
+        dims = {
+            d: {"score": v.score, "weighted_score": v.weighted_score} for d, v in result.dimensions.items()
+        }
+    points = None
+    if result.key_points is not None:
+        points = {
+            "points": list(result.key_points.points),
+            "verdicts": result.key_points.verdicts,
+            "error": result.key_points.error,
+        }
+    return {"dimensions": dims, "key_points": points, "error": result.error, "cached": result.cached}
+
+
+def quality_result(item_id: str, data: Mapping[str, Any]) -> Any:
+    from oresearch_cli.scoring.quality import DimensionScore, KeyPointResult, QualityResult
+
+    dims = data.get("dimensions")
+    points = data.get("key_points")
+    return QualityResult(
+        item_id,
+        None
+        if dims is None
+        else {d: DimensionScore(v["score"], v.get("weighted_score")) for d, v in dims.items()},
+        None
+        if points is None
+        else KeyPointResult(tuple(points["points"]), points.get("verdicts"), error=points.get("error")),
+        error=data.get("error"),
+    )
+
+
+def fact_result(data: Mapping[str, Any]) -> Any:
+    """A FACT result back from its JSON row (`FactTaskResult.to_row`)."""
+    from dataclasses import fields as dataclass_fields
+
+    from oresearch_cli.scoring.fact import FactPair, FactTaskResult
+
+    names = {f.name for f in dataclass_fields(FactTaskResult)} - {"pairs"}
+    pairs = [FactPair(**p) for p in data.get("pairs") or []]
+    return FactTaskResult(pairs=pairs, **{k: v for k, v in data.items() if k in names})
+
+
+def _join(first: str | None, second: str) -> str:
+    return second if first is None else f"{first}; {second}"
+
+
 async def score_one(
     item: ScoreItem,
     llm: Any | None,
@@ -282,6 +408,7 @@ async def score_one(
     tasks: Mapping[str, tuple[DrbTask, TaskCriteria]],
     references: tuple[dict[str, str], dict[str, str]] | None,
     options: ScoreOptions,
+    crawl: Any = None,
 ) -> ScoreRecord:
     """The scores of one report; a failed judgement is the row's error (status failed)."""
     record = ScoreRecord(item.id, item.question, item.language)
@@ -294,16 +421,33 @@ async def score_one(
     record.rules = json.dumps(metrics.to_dict(), ensure_ascii=False)
     if options.rules_only or llm is None or cache is None:
         return record
+    record.judge = llm.config.role("judge").model
+    if options.race:
+        await _race_task(llm, cache, item, tasks, references, options, record)
+    if options.fact:
+        await _fact(llm, crawl, cache, item, options, record)
+    if options.quality:
+        await _quality(llm, cache, item, options, record)
+    if record.error is not None:
+        record.status = Status.FAILED
+    return record
+
+
+async def _race_task(
+    llm: Any,
+    cache: JudgeCache,
+    item: ScoreItem,
+    tasks: Mapping[str, tuple[DrbTask, TaskCriteria]],
+    references: tuple[dict[str, str], dict[str, str]] | None,
+    options: ScoreOptions,
+    record: ScoreRecord,
+) -> None:
     found = _task_of(item, tasks)
     if found is None:
-        record.status, record.error = (
-            Status.FAILED,
-            "race: not a task of the benchmark (no criteria for its prompt or id)",
-        )
-        return record
+        record.error = "race: not a task of the benchmark (no criteria for its prompt or id)"
+        return
     task, criteria = found
     record.language = record.language or task.language
-    record.judge = llm.config.role("judge").model
     reference: str | None = None
     record.race_mode = "pointwise"
     if references is not None:
@@ -311,12 +455,9 @@ async def score_one(
         by_prompt, by_id = references
         reference = by_prompt.get(" ".join(task.prompt.split())) or by_id.get(item.id)
         if reference is None:
-            record.status, record.error = Status.FAILED, "race: the reference has no article for this task"
-            return record
+            record.error = "race: the reference has no article for this task"
+            return
     await _race(llm, cache, item, task, criteria, reference, options.settings, record)
-    if record.error is not None:
-        record.status = Status.FAILED
-    return record
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -330,14 +471,20 @@ def score_config(
     return {
         "input": input_name,
         "bench": options.bench,
-        "mode": None if options.rules_only else ("reference" if reference_name else "pointwise"),
+        "mode": None
+        if options.rules_only or not options.race
+        else ("reference" if reference_name else "pointwise"),
         "reference": reference_name,
         "rules_only": options.rules_only,
+        "metrics": [m for m in ("race", "fact", "quality") if getattr(options, m)],
+        "weighted": options.weighted,
+        "fact_extractor": options.fact_extractor if options.fact else None,
         "judge": judge,
         "clean": s.clean,
         "judge_max_chars": s.judge_max_chars,
         "judge_attempts": s.judge_attempts,
         "complete": s.complete,
+        "judge_analysis_chars": s.judge_analysis_chars,
         "field": options.field_name,
     }
 
@@ -347,6 +494,8 @@ def summarize_scores(rows: Sequence[Mapping[str, Any]]) -> ScoreSummary:
     summary = ScoreSummary(None, len(rows))
     results: list[drb_race.DrbScore | None] = []
     metrics = []
+    facts: list[Any] = []
+    qualities: list[Any] = []
     from oresearch_cli.scoring.rules import ReportMetrics
 
     names = set(ReportMetrics.__dataclass_fields__)
@@ -363,11 +512,23 @@ def summarize_scores(rows: Sequence[Mapping[str, Any]]) -> ScoreSummary:
             else:
                 dims = {d: float(row[f"race_{d}"]) for d in DIMENSIONS}
                 results.append(drb_race.DrbScore(dims, float(row["race_overall"])))
+        if fact := json.loads(row.get("fact") or "{}"):
+            facts.append(fact_result(fact))
+        if quality := json.loads(row.get("quality") or "{}"):
+            qualities.append(quality_result(str(row["id"]), quality))
         data = json.loads(row.get("rules") or "{}")
         if data:
             data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
             metrics.append(ReportMetrics(**data))
     summary.race = drb_race.summarize(results) if results else None
+    if facts:
+        from oresearch_cli.scoring.fact import summarize_fact
+
+        summary.fact = summarize_fact(facts)
+    if qualities:
+        from oresearch_cli.scoring.quality import summarize_quality
+
+        summary.quality = summarize_quality(qualities)
     summary.rules = summarize_metrics(metrics) if metrics else {}
     return summary
 
@@ -386,7 +547,9 @@ async def run_score(
     judge, a reference without articles) raises before the run is registered."""
     items, input_name = load_reports(ws, source, options.field_name, options.fmt)
     judged = not options.rules_only
-    tasks = _benchmark(options.bench) if judged else {}
+    if judged and not (options.race or options.fact or options.quality):
+        raise InputError("ores eval score: no metric left to judge; drop --no-race or add --fact / --quality")
+    tasks = _benchmark(options.bench) if judged and options.race else {}
     references = None
     reference_name = None
     if judged and options.reference:
@@ -419,6 +582,12 @@ async def run_score(
             llm = await stack.enter_async_context(LLMClient(llm_config, calls))
             cache = JudgeCache.for_workspace(ws)
             stack.callback(cache.close)
+        crawl = None
+        if judged and options.fact:
+            from oresearch_cli.tools import open_toolbox
+
+            # pages only, no summarizer: the judge must read what the page says
+            crawl = await stack.enter_async_context(open_toolbox(ws, search=None, crawl=options.crawl))
         todo = [i for i in items if not run.is_done(i.id, options.retry_failed)]
         if options.limit is not None:
             todo = todo[: options.limit]
@@ -432,7 +601,7 @@ async def run_score(
 
         async def one(item: ScoreItem) -> None:
             async with gate:
-                record = await score_one(item, llm, cache, tasks, references, options)
+                record = await score_one(item, llm, cache, tasks, references, options, crawl)
             run.append(record)
             counts["failed" if record.status == Status.FAILED else "scored"] += 1
             if on_record is not None:
