@@ -333,6 +333,12 @@ def score(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Score at most N reports this run.")
     ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh", help="Judge everything again, reading nothing from the judge cache (a new run)."
+        ),
+    ] = False,
     config: ConfigOption = None,
     field: FieldOption = None,
     fmt: FormatOption = None,
@@ -381,6 +387,7 @@ def score(
         field_name=field,
         fmt=fmt,
         limit=limit,
+        fresh=fresh,
         settings=settings,
     )
     workspace = Workspace.open(ws)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ class ScoreOptions:
     field_name: str | None = None
     fmt: str | None = None
     retry_failed: bool = True  # failed judgements are redone on a rerun (successes are cached)
+    fresh: bool = False  # judge everything again, reading nothing from the judge cache (a new run)
     limit: int | None = None
     settings: EvalSettings = field(default_factory=EvalSettings)
 
@@ -463,6 +465,17 @@ async def _race_task(
 # -- the run ---------------------------------------------------------------------------------------
 
 
+class FreshCache(JudgeCache):
+    """The judge cache for a `fresh` run: judgements are written, none is read, so the same judge
+    judges again (`ores eval agree` of one judge with itself measures its own noise)."""
+
+    def __init__(self, cache: JudgeCache) -> None:  # noqa: D107 - shares the open cache's connection
+        self.__dict__.update(cache.__dict__)
+
+    def get(self, key: str) -> None:
+        return None
+
+
 def score_config(
     options: ScoreOptions, input_name: str, reference_name: str | None, judge: str | None
 ) -> dict[str, Any]:
@@ -486,6 +499,8 @@ def score_config(
         "complete": s.complete,
         "judge_analysis_chars": s.judge_analysis_chars,
         "field": options.field_name,
+        # a fresh run never resumes an earlier one: its time is part of what it is
+        "fresh": time.time() if options.fresh else None,
     }
 
 
@@ -580,8 +595,9 @@ async def run_score(
         if judged and llm_config is not None:
             calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
             llm = await stack.enter_async_context(LLMClient(llm_config, calls))
-            cache = JudgeCache.for_workspace(ws)
-            stack.callback(cache.close)
+            store = JudgeCache.for_workspace(ws)
+            stack.callback(store.close)
+            cache = FreshCache(store) if options.fresh else store
         crawl = None
         if judged and options.fact:
             from oresearch_cli.tools import open_toolbox
