@@ -212,7 +212,7 @@ def run(
         overrides = {"model": workflow_model, "base_url": base_url}
         llm_config = load_config(config, overrides, require=["planner", "worker", "summarizer"])
         synth = synth_options(
-            {"search": search, "crawl": crawl}, None, cache=not no_cache, question_field=field, fmt=fmt
+            {"search": search, "crawl": crawl}, config, cache=not no_cache, question_field=field, fmt=fmt
         )
         summary = _run_with_progress(
             lambda bar: run_workflow_eval(
@@ -256,7 +256,14 @@ def score(
             help="An `ores eval run` id, or a JSONL of reports ({id, prompt, article}); default: latest."
         ),
     ] = None,
-    bench: BenchOption = "drb",
+    bench: Annotated[
+        str,
+        typer.Option(
+            "--bench",
+            help="RACE criteria: drb (shipped), generate (the judge writes them per question, as DRB did), "
+            "or a folder with a criteria.jsonl in DRB's format.",
+        ),
+    ] = "drb",
     reference: Annotated[
         str | None,
         typer.Option(
@@ -322,6 +329,13 @@ def score(
         bool | None,
         typer.Option("--complete/--as-drb", help="Re-ask a reply that misses criteria (DRB does not)."),
     ] = None,
+    judge_integer_scores: Annotated[
+        bool | None,
+        typer.Option(
+            "--judge-integer-scores",
+            help="Bind scores to integers 0-10 (schema endpoints; a small judge loops on digits).",
+        ),
+    ] = None,
     judge_analysis_chars: Annotated[
         int | None,
         typer.Option(
@@ -357,6 +371,7 @@ def score(
             "judge_max_chars": judge_max_chars,
             "complete": complete,
             "judge_analysis_chars": judge_analysis_chars,
+            "judge_integer_scores": judge_integer_scores,
         },
         config,
     )

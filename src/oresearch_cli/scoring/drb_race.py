@@ -264,12 +264,23 @@ def build_messages(
 
 
 def task_schema(
-    criteria: TaskCriteria, *, pointwise: bool = False, analysis_chars: int | None = None
+    criteria: TaskCriteria,
+    *,
+    pointwise: bool = False,
+    analysis_chars: int | None = None,
+    integer_scores: bool = False,
 ) -> dict[str, Any]:
     """The reply schema narrowed to one task, for endpoints that bind output to a schema: under
     each dimension exactly as many items as it has criteria, each naming one of them (an enum of
     their texts, so even a weak judge cannot mangle a criterion), the scores 0-10, and with
-    `analysis_chars` the analysis bounded (a small judge otherwise writes until its token limit)."""
+    `analysis_chars` the analysis bounded (a small judge otherwise writes until its token limit).
+    `integer_scores` binds scores to the integers 0-10: a JSON number has no length bound, and a
+    weak judge under a grammar can write `7.000000...` until its token limit."""
+    score_type: dict[str, Any] = {
+        "type": "integer" if integer_scores else "number",
+        "minimum": 0,
+        "maximum": 10,
+    }
     score_keys = [POINTWISE_KEY] if pointwise else [TARGET_KEY, REFERENCE_KEY]
     analysis: dict[str, Any] = {"type": "string"}
     if analysis_chars is not None:
@@ -282,7 +293,7 @@ def task_schema(
             "properties": {
                 "criterion": {"type": "string", "enum": texts},
                 "analysis": analysis,
-                **{key: {"type": "number", "minimum": 0, "maximum": 10} for key in score_keys},
+                **{key: dict(score_type) for key in score_keys},
             },
             "required": ["criterion", "analysis", *score_keys],
         }
@@ -563,6 +574,7 @@ async def judge_task(
     max_chars: int | None = None,
     complete: bool = False,
     analysis_chars: int | None = None,
+    integer_scores: bool = False,
 ) -> DrbJudgement:
     """Judge one task through `llm`'s judge role. A reply is taken as DRB takes it (a JSON object
     with the four dimensions); with `complete`, one that misses or mangles a criterion is asked
@@ -583,7 +595,9 @@ async def judge_task(
         if reference is None
         else build_messages(task, criteria, target, reference, max_chars),
         check,
-        schema=task_schema(criteria, pointwise=alone, analysis_chars=analysis_chars),
+        schema=task_schema(
+            criteria, pointwise=alone, analysis_chars=analysis_chars, integer_scores=integer_scores
+        ),
         shape=POINTWISE_SHAPE if alone else SHAPE,
         max_attempts=max_attempts,
         trace_id=str(task.id),

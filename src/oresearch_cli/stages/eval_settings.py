@@ -35,9 +35,9 @@ class EvalSettings:
     judge_attempts: int = 2  # the first ask and one strict re-ask
     judge_concurrency: int = 4  # tasks judged at once
     complete: bool = False  # re-ask a RACE reply that misses or mangles a criterion (DRB does not)
-    judge_analysis_chars: int | None = (
-        None  # bound each criterion's analysis (schema endpoints; small judges)
-    )
+    criteria_samples: int = 5  # --bench generate: dimension-weight samples averaged per task (DRB: 5)
+    judge_integer_scores: bool = False  # bind scores to integers (schema endpoints; small judges)
+    judge_analysis_chars: int | None = None  # bound each criterion's analysis (small judges)
 
     def budget(self) -> LoopBudget:
         names = LoopBudget.__dataclass_fields__
