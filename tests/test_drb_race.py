@@ -32,6 +32,7 @@ from oresearch_cli.scoring.drb_race import (
     parse_reply,
     score_reply,
     summarize,
+    task_schema,
     weighted_scores,
 )
 
@@ -376,6 +377,65 @@ def test_judge_task_reasks_then_scores() -> None:
     # nothing usable: a failure, not a number
     result = asyncio.run(judge_task(ScriptedJudge("x", "y"), task, criteria, "t", "r", max_attempts=2))
     assert result.score is None and result.error is not None and "no JSON object" in result.error
+
+
+def test_pointwise_mode_is_the_weighted_mean_over_ten_without_a_reference() -> None:
+    """No reference article: one article judged per criterion; the score is the criterion-weighted
+    mean per dimension and the dimension-weighted total, / 10 (worked out from the raw row)."""
+    task = next(t for t in load_tasks() if t.id == EN_ID)
+    criteria = load_criteria()[EN_ID]
+    row = raw_rows()[EN_ID]
+    reply = {
+        dim: [
+            {"criterion": c["criterion"], "analysis": "...", "target_score": (i % 3) * 3 + 1}
+            for i, c in enumerate(row["criterions"][dim])
+        ]
+        for dim in DIMENSIONS
+    }
+    judge = ScriptedJudge(fenced(reply))
+    result = asyncio.run(judge_task(judge, task, criteria, "the article", None))
+    assert result.error is None and result.score is not None and result.problems == []
+    total = 0.0
+    for dim in DIMENSIONS:
+        weights = [c["weight"] for c in row["criterions"][dim]]
+        mean = sum(w * ((i % 3) * 3 + 1) for i, w in enumerate(weights)) / sum(weights)
+        assert round(result.score.dimensions[dim], 6) == round(mean / 10, 6)
+        total += row["dimension_weight"][dim] * mean
+    assert round(result.score.overall, 6) == round(total / 10, 6)
+    # the prompt shows one article and asks for target_score only
+    user = judge.calls[0][-1]["content"]
+    assert "the article" in user and "article_2" not in user and "target_score" in user
+    # a reply that scores pairs where one article was asked for misses every criterion's score
+    assert any(
+        "has no target_score" in p
+        for p in coverage_problems(reply_for(row, lambda d, i: (5, 5)), criteria, pointwise=True)
+    )
+
+
+def test_the_task_schema_names_the_tasks_own_criteria() -> None:
+    criteria = load_criteria()[ZH_ID]
+    schema = task_schema(criteria, analysis_chars=40, integer_scores=True)
+    for dim in DIMENSIONS:
+        texts = [c.text for c in criteria.criteria[dim]]
+        items = schema["properties"][dim]
+        assert items["minItems"] == items["maxItems"] == len(texts)
+        fields = items["items"]["properties"]
+        assert fields["criterion"]["enum"] == texts and fields["analysis"]["maxLength"] == 40
+        assert fields["article_1_score"] == {"type": "integer", "minimum": 0, "maximum": 10}
+        assert set(items["items"]["required"]) == {
+            "criterion",
+            "analysis",
+            "article_1_score",
+            "article_2_score",
+        }
+    alone = task_schema(criteria, pointwise=True)
+    props = alone["properties"]["insight"]["items"]["properties"]
+    assert (
+        "target_score" in props
+        and "article_2_score" not in props
+        and props["target_score"]["type"] == "number"
+    )
+    assert "maxLength" not in props["analysis"]
 
 
 # --- loader errors ----------------------------------------------------------------------------------
