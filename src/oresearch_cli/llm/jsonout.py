@@ -30,36 +30,77 @@ class JSONExtractError(ValueError):
     """No JSON object could be read from the text, or it does not fit the schema."""
 
 
+_CLOSE = {"{": "}", "[": "]"}
+
+
+def span_end(text: str, start: int) -> int:
+    """The index just past the `{...}` or `[...]` opening at `start` (strings respected); -1
+    when it is not closed, or closed by the wrong bracket."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in _CLOSE:
+            stack.append(_CLOSE[ch])
+        elif ch in "}]":
+            if not stack or stack.pop() != ch:
+                return -1
+            if not stack:
+                return i + 1
+    return -1
+
+
 def _balanced_objects(text: str) -> Iterator[str]:
     """Every balanced `{...}` span that starts at a top-level `{`, in order (strings respected)."""
     start = text.find("{")
     while start != -1:
-        depth = 0
-        in_string = False
-        escaped = False
-        end = -1
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif ch == "\\":
-                    escaped = True
-                elif ch == '"':
-                    in_string = False
-            elif ch == '"':
-                in_string = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    end = i
-                    break
+        end = span_end(text, start)
         if end == -1:
             return  # unbalanced from here on (a truncated answer)
-        yield text[start : end + 1]
+        yield text[start:end]
         start = text.find("{", start + 1)
+
+
+def json_values(text: str, tagged: re.Pattern[str] | None = None) -> Iterator[Any]:
+    """Every JSON value (object, array, scalar) a reply holds, likeliest first: inside `tagged`
+    spans, inside code fences, the whole text, then each balanced `{...}` or `[...]` that parses,
+    left to right (what is inside a parsed one is not parsed again)."""
+    cleaned = _THINK.sub("", text or "").strip()
+    candidates = [m.group(1).strip() for m in tagged.finditer(cleaned)] if tagged is not None else []
+    candidates += [m.group(1).strip() for m in _FENCE.finditer(cleaned)]
+    candidates.append(cleaned)
+    for candidate in candidates:
+        try:
+            yield json.loads(candidate)
+            continue
+        except ValueError:
+            pass
+        start = 0
+        while True:
+            starts = [i for i in (candidate.find("{", start), candidate.find("[", start)) if i != -1]
+            if not starts:
+                break
+            start = min(starts)
+            end = span_end(candidate, start)
+            if end != -1:
+                try:
+                    value = json.loads(candidate[start:end])
+                except ValueError:
+                    pass
+                else:
+                    yield value
+                    start = end
+                    continue
+            start += 1
 
 
 def extract_json(text: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from oresearch_cli.filtering.judge import JudgeCache, cache_key
+from oresearch_cli.llm.jsonout import json_values
 from oresearch_cli.llm.structured import ask_for_scores
 from oresearch_cli.scoring.drb import CRITERIA_FILE, DIMENSIONS, Criterion, DrbTask, TaskCriteria
 from oresearch_cli.scoring.drb_race import prompt_language
@@ -333,67 +334,11 @@ def criteria_schema(
 
 _THINK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
 _TAGGED = re.compile(r"<json_output>(.*?)(?:</json_output>|$)", re.DOTALL | re.IGNORECASE)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_CLOSE = {"{": "}", "[": "]"}
-
-
-def _span_end(text: str, start: int) -> int:
-    """The index just past the `{...}` or `[...]` opening at `start` (strings respected); -1
-    when it is not closed, or closed by the wrong bracket."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in _CLOSE:
-            stack.append(_CLOSE[ch])
-        elif ch in "}]":
-            if not stack or stack.pop() != ch:
-                return -1
-            if not stack:
-                return i + 1
-    return -1
 
 
 def _json_values(text: str) -> Iterator[Any]:
-    """The JSON values in a reply, likeliest first: inside DRB's <json_output> tags, inside code
-    fences, the whole text, then each balanced `{...}` or `[...]` that parses, left to right
-    (what is inside a parsed one is reached by `_walk`, not parsed again)."""
-    cleaned = _THINK.sub("", text or "").strip()
-    candidates = [m.group(1).strip() for m in _TAGGED.finditer(cleaned)]
-    candidates += [m.group(1).strip() for m in _FENCE.finditer(cleaned)]
-    candidates.append(cleaned)
-    for candidate in candidates:
-        try:
-            yield json.loads(candidate)
-            continue
-        except ValueError:
-            pass
-        start = 0
-        while True:
-            starts = [i for i in (candidate.find("{", start), candidate.find("[", start)) if i != -1]
-            if not starts:
-                break
-            start = min(starts)
-            end = _span_end(candidate, start)
-            if end != -1:
-                try:
-                    value = json.loads(candidate[start:end])
-                except ValueError:
-                    pass
-                else:
-                    yield value
-                    start = end
-                    continue
-            start += 1
+    """The JSON values in a reply, DRB's <json_output> tags first (`llm.jsonout.json_values`)."""
+    return json_values(text, tagged=_TAGGED)
 
 
 def _walk(value: Any) -> Iterator[Any]:
