@@ -296,10 +296,18 @@ def task_schema(
                 **{key: dict(score_type) for key in score_keys},
             },
             "required": ["criterion", "analysis", *score_keys],
+            # without it a grammar lets a weak judge add a key after the required ones, never closed
+            "additionalProperties": False,
         }
         properties[dim] = {"type": "array", "items": item, "minItems": len(texts), "maxItems": len(texts)}
     title = "drb_pointwise_scores" if pointwise else "drb_race_scores"
-    return {"title": title, "type": "object", "properties": properties, "required": list(DIMENSIONS)}
+    return {
+        "title": title,
+        "type": "object",
+        "properties": properties,
+        "required": list(DIMENSIONS),
+        "additionalProperties": False,
+    }
 
 
 def build_pointwise_messages(

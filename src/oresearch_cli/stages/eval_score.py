@@ -169,12 +169,20 @@ def report_of(row: Mapping[str, Any], field_name: str | None) -> str:
     return value
 
 
-def _items_of(rows: Sequence[Mapping[str, Any]], where: str, field_name: str | None) -> list[ScoreItem]:
+def _items_of(
+    rows: Sequence[Mapping[str, Any]], where: str, field_name: str | None, *, need_id: bool = True
+) -> list[ScoreItem]:
+    """The reports of `rows`; without `need_id` (a reference file: DRB's rows are `{prompt,
+    article}`, joined by prompt) a row without an id is named by its prompt's content id."""
+    from oresearch_cli.stages.seed import content_id
+
     items: list[ScoreItem] = []
     seen: set[str] = set()
     for n, row in enumerate(rows, start=1):
         question = row.get("question") or row.get("prompt") or ""
         raw_id = row.get("id")
+        if raw_id is None and not need_id and question:
+            raw_id = content_id(str(question))
         if raw_id is None:
             raise InputError(f"{where}: row {n} has no id; give every report the id of its task")
         item_id = str(raw_id)
@@ -195,7 +203,12 @@ def _items_of(rows: Sequence[Mapping[str, Any]], where: str, field_name: str | N
 
 
 def load_reports(
-    ws: Workspace, source: str | None, field_name: str | None = None, fmt: str | None = None
+    ws: Workspace,
+    source: str | None,
+    field_name: str | None = None,
+    fmt: str | None = None,
+    *,
+    need_id: bool = True,
 ) -> tuple[list[ScoreItem], str]:
     """(the reports, the input's name): an eval run (by id), a file or '-', or the latest `reports`."""
     if source is None:
@@ -211,13 +224,13 @@ def load_reports(
             ) from None
         return _items_of(ws.read_artifact(artifact), str(artifact.path), field_name), artifact.run_id
     rows = [r.data for r in read_records(source, fmt)]
-    return _items_of(rows, source_name(source), field_name), source_name(source)
+    return _items_of(rows, source_name(source), field_name, need_id=need_id), source_name(source)
 
 
 def load_references(ws: Workspace, reference: str) -> tuple[dict[str, str], dict[str, str], str]:
     """(article by prompt text, article by id, the reference's name) of a reference file
     (DRB's reference.jsonl: `{prompt, article}`) or an earlier eval run."""
-    items, name = load_reports(ws, reference)
+    items, name = load_reports(ws, reference, need_id=False)
     by_prompt = {" ".join(i.question.split()): i.report for i in items if i.question and i.report.strip()}
     by_id = {i.id: i.report for i in items if i.report.strip()}
     if not by_prompt and not by_id:

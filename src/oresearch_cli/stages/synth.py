@@ -305,4 +305,5 @@ async def run_synth(
             open_workflow,
             progress=progress,
             on_record=on_record,
+            on_finished=on_finished,
         )
