@@ -531,7 +531,7 @@ async def _race_task(
         by_prompt, by_id = references
         reference = by_prompt.get(" ".join(task.prompt.split())) or by_id.get(item.id)
         if reference is None:
-            record.error = "race: the reference has no article for this task"
+            record.error = f"race: the reference {options.reference} has no article for this task"
             return
     await _race(llm, cache, item, task, criteria, reference, options.settings, record)
 
