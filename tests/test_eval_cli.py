@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -289,13 +288,11 @@ def test_end_to_end_with_the_tiny_served_model(tiny_server, tmp_path: Path, tmp_
     HTTP."""
     base_url, model_name = tiny_server
     tokenizer = tiny_model(embedded_ws(tmp_path_factory))
-    started = time.monotonic()
     judge = {"max_tokens": 3000, "timeout_s": 120, "max_attempts": 1}
     summary, rows, _ = _end_to_end(
         tmp_path, base_url, model_name, tokenizer, 2, judge, "--max-new-tokens", "64", "--max-tool-calls", "1"
     )
     _assert_judged(summary, rows, 2)
-    assert time.monotonic() - started < 120
 
 
 @pytest.mark.slow
