@@ -499,3 +499,53 @@ def test_malformed_query_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="task 9 has no row with the same prompt"):
         load_benchmark(folder)
     assert DrbTask(1, "p", "en").topic == ""
+
+
+def _tokens_for(text: str, alternatives: dict[int, list[tuple[str, float]]]) -> tuple[Any, ...]:
+    """The reply's tokens: the text between scores as plain tokens, each score digit at offset o
+    its own token with the top alternatives `alternatives[o]` (probabilities)."""
+    import math
+
+    from oresearch_cli.llm.logprob_scores import TokenLogprob
+
+    tokens = []
+    last = 0
+    for offset in sorted(alternatives):
+        if offset > last:
+            tokens.append(TokenLogprob(text[last:offset], 0.0))
+        top = tuple((t, math.log(p)) for t, p in alternatives[offset])
+        tokens.append(TokenLogprob(text[offset], top[0][1], top))
+        last = offset + 1
+    tokens.append(TokenLogprob(text[last:], 0.0))
+    return tuple(tokens)
+
+
+def test_logprob_weighted_race_replaces_each_written_score_by_its_expectation() -> None:
+    """G-Eval on a RACE reply: each score becomes sum(p*s)/sum(p) over its alternatives; the
+    task's T/(T+R) is then computed from those, beside DRB's from the written integers."""
+    task = small_task()
+    reply = {
+        "comprehensiveness": [
+            {"criterion": "Alpha Coverage", "article_1_score": 7, "article_2_score": 5},
+            {"criterion": "Beta Depth", "article_1_score": 6, "article_2_score": 6},
+            {"criterion": "Gamma Data", "article_1_score": 8, "article_2_score": 4},
+        ],
+        "insight": [{"criterion": "Delta", "article_1_score": 5, "article_2_score": 5}],
+        "instruction_following": [{"criterion": "Epsilon", "article_1_score": 9, "article_2_score": 3}],
+        "readability": [{"criterion": "Zeta", "article_1_score": 4, "article_2_score": 6}],
+    }
+    text = json.dumps(reply)
+    first = text.index('"article_1_score": 7') + len('"article_1_score": ')
+    alternatives = {first: [("7", 0.6), ("8", 0.3), ("6", 0.1)]}  # 7.2 expected
+    from oresearch_cli.scoring.drb_race import normalized, weighted_reply
+
+    weighted = weighted_reply(reply, text, _tokens_for(text, alternatives))
+    assert weighted is not None
+    assert round(weighted["comprehensiveness"][0]["article_1_score"], 6) == 7.2
+    # a score whose token has no alternatives keeps its written value
+    assert weighted["comprehensiveness"][1]["article_1_score"] == 6
+    t = (0.5 * 7.2 + 0.3 * 6 + 0.2 * 8) * 0.4 + 5 * 0.3 + 9 * 0.2 + 4 * 0.1
+    r = (0.5 * 5 + 0.3 * 6 + 0.2 * 4) * 0.4 + 5 * 0.3 + 3 * 0.2 + 6 * 0.1
+    assert round(normalized(weighted_scores(weighted, task)).overall, 6) == round(t / (t + r), 6)
+    # a reply that does not line up with its text is not weighted at all
+    assert weighted_reply(reply, text.replace('"article_1_score": 7', '"article_1_score": 3'), ()) is None

@@ -254,6 +254,7 @@ def _end_to_end(
         "eval", "score", run.run_id, "--reference", str(SAMPLE), "--judge-base-url", base_url,
         "--judge-model", model_name, "--judge-json-mode", "json_schema", "--judge-analysis-chars", "20",
         "--judge-integer-scores", "--judge-max-chars", "400", "--clean", "rules", "--config", str(config), "--json", "--ws", str(ws.root),
+        "--weighted",
         cwd=tmp, timeout=3600,
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr[-3000:]
@@ -272,6 +273,8 @@ def _assert_judged(summary: dict[str, Any], rows: list[dict[str, Any]], n_tasks:
     assert summary["reports"] == n_tasks and summary["failed"] == 0, [r["error"] for r in rows]
     assert summary["race"]["mode"] == "reference" and summary["race"]["scored"] == n_tasks
     assert summary["judge_calls"] == n_tasks  # one call per task, no re-ask
+    # `ores serve` sends top logprobs: every task also has its probability-weighted (G-Eval) overall
+    assert summary["race_weighted_tasks"] == n_tasks and 0 <= summary["race_weighted"] <= 1
     for row in rows:
         assert (
             row["status"] == "done" and row["race_mode"] == "reference" and row["reference_clean"] == "rules"

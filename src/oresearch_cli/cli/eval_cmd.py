@@ -300,7 +300,8 @@ def score(
     weighted: Annotated[
         bool,
         typer.Option(
-            "--weighted", help="Quality scores weighted by the judge's top logprobs (G-Eval), where sent."
+            "--weighted",
+            help="RACE and quality also weighted by the judge's top logprobs (G-Eval), where sent.",
         ),
     ] = False,
     judge_model: Annotated[str | None, typer.Option("--judge-model", help="Model of the judge role.")] = None,
@@ -436,6 +437,8 @@ def summary_dict(summary: ScoreSummary) -> dict[str, Any]:
         },
         "fact": None if summary.fact is None else _fact_dict(summary.fact),
         "quality": None if summary.quality is None else _quality_dict(summary.quality),
+        "race_weighted": summary.race_weighted,
+        "race_weighted_tasks": summary.race_weighted_tasks,
         "clean_fallbacks": summary.clean_fallbacks,
         "judge": summary.judge,
         "judge_calls": summary.judge_calls,
@@ -468,6 +471,13 @@ def _print_score(summary: ScoreSummary) -> None:
         rows += [[f"{label} overall", f"{race.overall * 100:.2f}"]]
         rows += [[f"  {d}", f"{v * 100:.2f}"] for d, v in race.dimensions.items()]
         rows += [["  tasks scored / failed", f"{race.scored} / {race.failed}"]]
+        if summary.race_weighted is not None:
+            rows += [
+                [
+                    "  logprob-weighted overall (G-Eval)",
+                    f"{summary.race_weighted * 100:.2f} ({summary.race_weighted_tasks} tasks)",
+                ]
+            ]
         rows += [["citation cleaning fell back to rules", summary.clean_fallbacks]]
     fact = summary.fact
     if fact is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -569,6 +570,51 @@ class DrbJudgement:
     problems: list[str] = field(default_factory=list)  # coverage gaps DRB tolerated
     attempts: int = 0
     error: str | None = None
+    # G-Eval: the reply with each score the judge wrote replaced by its probability-weighted
+    # value (None without log probs), and the task's score from it
+    weighted_reply: dict[str, Any] | None = None
+    weighted_score: DrbScore | None = None
+
+
+_SCORE_AT = re.compile(r'"(article_1_score|article_2_score|target_score)"\s*:\s*"?(\d+(?:\.\d+)?)')
+
+
+def weighted_reply(reply: Mapping[str, Any], text: str, tokens: Any) -> dict[str, Any] | None:
+    """`reply` (read from `text`) with each score replaced by its probability-weighted value from
+    the reply's token log probs (`llm.logprob_scores.weighted_score`); a score whose token cannot
+    be read keeps its written value. The scores are found in `text` in the order the reply lists
+    them; None when the text and the reply do not line up (then nothing is weighted)."""
+    from oresearch_cli.llm.logprob_scores import weighted_score
+
+    matches = list(_SCORE_AT.finditer(text))
+    out: dict[str, Any] = {}
+    n = 0
+    for dim, items in reply.items():
+        if not isinstance(items, list):
+            out[dim] = items
+            continue
+        copied = []
+        for item in items:
+            if not isinstance(item, Mapping):
+                copied.append(item)
+                continue
+            new = dict(item)
+            for key in item:
+                if key not in (TARGET_KEY, REFERENCE_KEY, POINTWISE_KEY):
+                    continue
+                if (
+                    n >= len(matches)
+                    or matches[n].group(1) != key
+                    or _score(item[key]) != float(matches[n].group(2))
+                ):
+                    return None
+                value = weighted_score(tokens, text, matches[n].start(2))
+                if value is not None:
+                    new[key] = value
+                n += 1
+            copied.append(new)
+        out[dim] = copied
+    return out
 
 
 async def judge_task(
@@ -583,14 +629,20 @@ async def judge_task(
     complete: bool = False,
     analysis_chars: int | None = None,
     integer_scores: bool = False,
+    top_logprobs: int | None = None,
+    support: Any = None,
 ) -> DrbJudgement:
     """Judge one task through `llm`'s judge role. A reply is taken as DRB takes it (a JSON object
     with the four dimensions); with `complete`, one that misses or mangles a criterion is asked
     again. An unusable judgement is a failure (score None), never a made-up number. Without a
-    `reference` the article is judged alone (`pointwise`)."""
+    `reference` the article is judged alone (`pointwise`). With `top_logprobs` the judge is asked
+    for log probs too (`support`: a run's `LogprobSupport`), and where they come back the
+    probability-weighted score is computed beside DRB's (`weighted_reply`, `weighted_score`)."""
     from oresearch_cli.llm import ask_for_scores
+    from oresearch_cli.llm.logprob_judge import LogprobJudge, LogprobSupport
 
     alone = reference is None
+    judge = LogprobJudge(llm, top_logprobs, support or LogprobSupport()) if top_logprobs is not None else None
 
     def check(reply: Mapping[str, Any]) -> dict[str, Any]:
         if complete and (problems := coverage_problems(reply, criteria, pointwise=alone)):
@@ -598,7 +650,7 @@ async def judge_task(
         return dict(reply)
 
     judged = await ask_for_scores(
-        llm,
+        judge or llm,
         build_pointwise_messages(task, criteria, target, max_chars)
         if reference is None
         else build_messages(task, criteria, target, reference, max_chars),
@@ -617,4 +669,10 @@ async def judge_task(
     result.weighted = weighted_scores(judged.value, criteria)
     result.score = pointwise(result.weighted) if alone else normalized(result.weighted)
     result.problems = coverage_problems(judged.value, criteria, pointwise=alone)
+    last = judge.last if judge is not None else None
+    if last is not None and last.logprobs:
+        result.weighted_reply = weighted_reply(judged.value, last.text or "", last.logprobs)
+        if result.weighted_reply is not None:
+            weighted = weighted_scores(result.weighted_reply, criteria)
+            result.weighted_score = pointwise(weighted) if alone else normalized(weighted)
     return result

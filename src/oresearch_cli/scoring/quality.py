@@ -38,8 +38,8 @@ from typing import Any, Literal, TypeVar
 
 from oresearch_cli.errors import ConfigError, InputError
 from oresearch_cli.filtering.judge import JudgeCache, cache_key
-from oresearch_cli.llm.client import MAX_TOP_LOGPROBS, ChatResult
-from oresearch_cli.llm.errors import LLMError
+from oresearch_cli.llm.client import MAX_TOP_LOGPROBS
+from oresearch_cli.llm.logprob_judge import LogprobJudge, LogprobSupport
 from oresearch_cli.llm.logprob_scores import weighted_score
 from oresearch_cli.llm.structured import Judgement, ask_for_scores
 
@@ -436,45 +436,8 @@ class QualityResult:
 T = TypeVar("T")
 
 
-@dataclass
-class LogprobSupport:
-    """Whether the judge endpoint refused the log-prob fields once (then they are left out); one
-    per run, shared by its calls."""
-
-    refused: bool = False
-
-
-class _Judge:
-    """The judge as `ask_for_scores` sees it: each chat asks for top log probs when `top_logprobs`
-    is set (and the endpoint has not refused them), and the last reply is kept, the one whose
-    text the accepted scores were read from."""
-
-    def __init__(self, llm: Any, top_logprobs: int | None, support: LogprobSupport) -> None:
-        self.llm = llm
-        self.config = llm.config
-        self.top_logprobs = top_logprobs
-        self.support = support
-        self.last: ChatResult | None = None
-
-    async def chat(self, role: str, messages: Any, **kwargs: Any) -> ChatResult:
-        result: ChatResult | None = None
-        if self.top_logprobs is not None and not self.support.refused:
-            try:
-                result = await self.llm.chat(role, messages, top_logprobs=self.top_logprobs, **kwargs)
-            except LLMError as exc:
-                if exc.status not in (400, 422) or "logprob" not in str(exc).lower():
-                    raise
-                if not self.support.refused:
-                    log.warning("the judge endpoint refuses log probs (%s); scoring without them", exc)
-                self.support.refused = True
-        if result is None:
-            result = await self.llm.chat(role, messages, **kwargs)
-        self.last = result
-        return result
-
-
 async def _ask(
-    judge: _Judge,
+    judge: LogprobJudge,
     messages: list[dict[str, str]],
     read: Callable[[str], Mapping[str, Any]],
     check: Callable[[Mapping[str, Any]], T],
@@ -503,7 +466,9 @@ async def judge_quality(
     llm: Any, item: QualityItem, settings: QualitySettings, support: LogprobSupport | None = None
 ) -> QualityResult:
     """The six dimensions of one report through `llm`'s judge role (no cache)."""
-    judge = _Judge(llm, settings.top_logprobs if settings.weighted else None, support or LogprobSupport())
+    judge = LogprobJudge(
+        llm, settings.top_logprobs if settings.weighted else None, support or LogprobSupport()
+    )
     judged = await _ask(
         judge,
         build_messages(item.question, item.report, settings.max_chars),
@@ -540,7 +505,7 @@ async def judge_key_points(
         return list(data["verdicts"])
 
     judged = await _ask(
-        _Judge(llm, None, LogprobSupport()),
+        LogprobJudge(llm, None, LogprobSupport()),
         build_keypoint_messages(item.question, item.report, points, settings.max_chars),
         lambda text: {"verdicts": parse_verdicts(text, n)},
         check,

@@ -48,7 +48,10 @@ from oresearch_cli.stages.eval_settings import EvalSettings
 from oresearch_cli.trace import parse, report_text
 from oresearch_cli.workspace import ArtifactRecord, Progress, RunContext, StageSpec, Status, Workspace
 
-RACE_CACHE_VERSION = "drb-race-v1"  # judge cache rubric of DRB RACE replies
+RACE_CACHE_VERSION = "drb-race-v1"
+TOP_LOGPROBS = (
+    5  # alternatives per token asked for when scores are weighted  # judge cache rubric of DRB RACE replies
+)
 REPORT_FIELDS = ("report", "article", "trace", "text")  # where a row's report is, in this order
 MODES = ("reference", "pointwise")
 
@@ -74,6 +77,7 @@ class ScoreRecord(ArtifactRecord):
     race_cached: bool = False
     race_attempts: int = 0
     race_coverage_problems: int = 0  # criteria the judge skipped or mangled (DRB scores anyway)
+    race_weighted_overall: float | None = None  # `weighted`: from the judge's top logprobs (G-Eval)
     clean: str | None = None  # how the target was cleaned: llm, rules, none, rules-fallback
     clean_problem: str | None = None
     reference_clean: str | None = None
@@ -115,7 +119,7 @@ class ScoreOptions:
     race: bool = True
     fact: bool = False
     quality: bool = False
-    weighted: bool = False  # quality scores weighted by the judge's top logprobs (G-Eval)
+    weighted: bool = False  # RACE and quality scores also weighted by the judge's top logprobs (G-Eval)
     fact_extractor: str = "judge"  # judge: DRB's LLM extraction; rules: [n] markers and the reference list
     crawl: str = "auto"  # FACT's page fetcher
     field_name: str | None = None
@@ -134,6 +138,8 @@ class ScoreSummary:
     n_failed: int = 0
     mode: str | None = None
     race: drb_race.DrbSummary | None = None
+    race_weighted: float | None = None  # mean probability-weighted overall, over the tasks that have one
+    race_weighted_tasks: int = 0
     fact: Any = None  # scoring.fact.FactSummary
     quality: Any = None  # scoring.quality.QualitySummary
     clean_fallbacks: int = 0
@@ -317,8 +323,10 @@ async def _race(
     reference: str | None,
     settings: EvalSettings,
     record: ScoreRecord,
+    weighted: bool = False,
 ) -> None:
-    """Fill `record`'s RACE fields (or its error)."""
+    """Fill `record`'s RACE fields (or its error); with `weighted` also the probability-weighted
+    overall where the endpoint sends log probs."""
     target = await clean_for_judging(llm, item.report, task.language, settings.clean, cache, trace_id=item.id)
     record.clean, record.clean_problem = target.method, target.problem
     cleaned_reference: Cleaned | None = None
@@ -333,13 +341,17 @@ async def _race(
     key = cache_key(
         model,
         task.prompt,
-        f"{mode}\x00{settings.judge_max_chars}\x00{settings.judge_analysis_chars}\x00{settings.judge_integer_scores}\x00{target.text}\x00{ref_text or ''}",
+        f"{mode}\x00{settings.judge_max_chars}\x00{settings.judge_analysis_chars}\x00{settings.judge_integer_scores}\x00{weighted}\x00{target.text}\x00{ref_text or ''}",
         RACE_CACHE_VERSION,
     )
     hit = cache.get(key)
+    score_of = drb_race.pointwise if ref_text is None else drb_race.normalized
     if hit is not None and isinstance(hit.get("reply"), dict):
-        weighted = drb_race.weighted_scores(hit["reply"], criteria)
-        score = drb_race.pointwise(weighted) if ref_text is None else drb_race.normalized(weighted)
+        score = score_of(drb_race.weighted_scores(hit["reply"], criteria))
+        if isinstance(hit.get("weighted_reply"), dict):
+            record.race_weighted_overall = score_of(
+                drb_race.weighted_scores(hit["weighted_reply"], criteria)
+            ).overall
         record.race_cached = True
         record.race_coverage_problems = len(
             drb_race.coverage_problems(hit["reply"], criteria, pointwise=ref_text is None)
@@ -356,12 +368,18 @@ async def _race(
             complete=settings.complete,
             analysis_chars=settings.judge_analysis_chars,
             integer_scores=settings.judge_integer_scores,
+            top_logprobs=TOP_LOGPROBS if weighted else None,
         )
         record.race_attempts = judged.attempts
         if judged.score is None or judged.reply is None:
             record.error = _join(record.error, f"race: {judged.error or 'no usable judgement'}")
             return
-        cache.put(key, model, {"reply": judged.reply}, rubric=RACE_CACHE_VERSION)
+        stored = {"reply": judged.reply}
+        if judged.weighted_reply is not None:
+            stored["weighted_reply"] = judged.weighted_reply
+        cache.put(key, model, stored, rubric=RACE_CACHE_VERSION)
+        if judged.weighted_score is not None:
+            record.race_weighted_overall = judged.weighted_score.overall
         score = judged.score
         record.race_coverage_problems = len(judged.problems)
     record.race_overall = score.overall
@@ -533,7 +551,7 @@ async def _race_task(
         if reference is None:
             record.error = f"race: the reference {options.reference} has no article for this task"
             return
-    await _race(llm, cache, item, task, criteria, reference, options.settings, record)
+    await _race(llm, cache, item, task, criteria, reference, options.settings, record, options.weighted)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -587,6 +605,7 @@ def summarize_scores(rows: Sequence[Mapping[str, Any]]) -> ScoreSummary:
     metrics = []
     facts: list[Any] = []
     qualities: list[Any] = []
+    weighted_overalls: list[float] = []
     from oresearch_cli.scoring.rules import ReportMetrics
 
     names = set(ReportMetrics.__dataclass_fields__)
@@ -595,6 +614,8 @@ def summarize_scores(rows: Sequence[Mapping[str, Any]]) -> ScoreSummary:
         summary.n_failed += failed
         summary.n_scored += not failed
         summary.mode = summary.mode or row.get("race_mode")
+        if row.get("race_weighted_overall") is not None:
+            weighted_overalls.append(float(row["race_weighted_overall"]))
         summary.judge = summary.judge or row.get("judge")
         summary.clean_fallbacks += row.get("clean") == "rules-fallback"
         if row.get("race_mode"):
@@ -612,6 +633,9 @@ def summarize_scores(rows: Sequence[Mapping[str, Any]]) -> ScoreSummary:
             data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
             metrics.append(ReportMetrics(**data))
     summary.race = drb_race.summarize(results) if results else None
+    if weighted_overalls:
+        summary.race_weighted = sum(weighted_overalls) / len(weighted_overalls)
+        summary.race_weighted_tasks = len(weighted_overalls)
     if facts:
         from oresearch_cli.scoring.fact import summarize_fact
 
