@@ -10,8 +10,9 @@ The same research agent (`SingleModelAgent`), run two ways side by side in one p
   a second row uses `httpx.AsyncClient` (what the openai client runs on), whose pure-Python pool and
   h11 parsing cost far more CPU than the server does.
 
-Both use a scripted model (one token per character: a search, a crawl, then a cited report; each
-turn waits TURN_LATENCY_S first, as a served model would, so a research is 3 turns) and the real
+Both use the scripted model of the tests (tests/scripted_generator.py: one token per character, a
+search, a crawl, then a cited report; each turn waits TURN_LATENCY_S first, as a served model would,
+so a research is 3 turns) and the real
 toolbox over a 3-page local corpus (no tool cache). The ratio is the served wall time over the direct
 one, median of ROUNDS rounds each, the kinds taking turns going first, after a warm-up of each; the
 note gives the process CPU per round too (both threads). A third row does the same for one request
@@ -35,6 +36,7 @@ import os
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -45,16 +47,16 @@ from typing import Any
 import httpx
 import uvicorn
 
-from oresearch_cli.agent.generators import ChatTokenizer, Generation, _TokenizesLocally
 from oresearch_cli.server.agent_app import AgentServer
-from oresearch_cli.server.engine import SamplingParams
 from oresearch_cli.server.limits import ServeLimits
 from oresearch_cli.server.research_service import ResearchBudget, ResearchRequest, SingleModelAgent
 from oresearch_cli.tools import open_toolbox
-from oresearch_cli.tools.corpus import build_corpus
 from oresearch_cli.workspace import Workspace
 
 from common import Result
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scripted_generator import CharModel, build_mini_corpus  # noqa: E402  (tests/: the loop's scripted model)
 
 QUICK = os.environ.get("ORES_BENCH_QUICK", "") not in ("", "0")
 N_CONCURRENT = 32
@@ -64,89 +66,16 @@ ROUNDS_SINGLE = 5 if QUICK else 15
 NOISY_LOAD = 2.5  # 1-minute load average above which the note says so
 LIMITS = ResearchBudget(max_tool_calls=16, max_steps=40, max_tokens=8192, max_seconds=900.0)
 
-PHOTO_URL = "https://en.wikipedia.org/wiki/Photosynthesis"
-DOCS = [
-    {"id": "photo", "title": "Photosynthesis", "url": PHOTO_URL,
-     "text": "Photosynthesis converts light energy into chemical energy stored in sugars, in chloroplasts."},
-    {"id": "amazon", "title": "Amazon River", "url": "https://en.wikipedia.org/wiki/Amazon_River",
-     "text": "The Amazon River carries the largest discharge of water of any river in the world."},
-    {"id": "calvin", "title": "Calvin cycle", "url": "https://en.wikipedia.org/wiki/Calvin_cycle",
-     "text": "The Calvin cycle fixes carbon dioxide in the stroma using ATP and NADPH."},
-]  # fmt: skip
 QUESTIONS = [
     f"How do plants store light energy in photosynthesis? (variant {i})" for i in range(N_CONCURRENT)
 ]
-
-# One model turn per string, each running on past its stop string as a model would (the loop cuts it).
-SCRIPT = (
-    "<subtask_list>\n1. What stores light energy?\n</subtask_list>\n\n<subtask>\nWhat stores light energy?\n"
-    "</subtask>\n<think>\nI need an overview.\n</think>\n<plan>\n1. Search.\n</plan>\n"
-    "<web_search>photosynthesis light energy&serp_num=2</web_search>\n<observation>\nmade up",
-    f"\n<think>\nThe first result is the overview; read it.\n</think>\n<crawl_page>{PHOTO_URL}</crawl_page>\n<think>",
-    "\n<subtask_answer>\nLight energy is stored as chemical energy in sugars [1].\n</subtask_answer>\n\n"
-    "<suggested_answer>\n# Photosynthesis\n## Introduction\nPlants store light as chemical energy [1].\n\n"
-    "## Body\nPhotosynthesis converts light energy into chemical energy in sugars [1].\n\n"
-    f"## Conclusion\nLight becomes sugar [1].\n\n## References\n[1]. {PHOTO_URL} - Photosynthesis\n"
-    "</suggested_answer>\n<|end|>",
-)
-
-
-class CharTokenizer:
-    """A Hugging Face tokenizer's call shapes, one token per character (id = code point)."""
-
-    chat_template = "<|role|>\\ncontent<|end|>\\n"
-
-    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
-        return {"input_ids": list(map(ord, text))}
-
-    def decode(self, ids: Sequence[int], **_: Any) -> str:
-        return "".join(map(chr, ids))
-
-    def apply_chat_template(
-        self, chat: list[dict[str, str]], add_generation_prompt: bool = False, tokenize: bool = True, **_: Any
-    ) -> Any:
-        text = "".join(f"<|{m['role']}|>\n{m['content']}<|end|>\n" for m in chat)
-        text += "<|assistant|>\n" if add_generation_prompt else ""
-        return self(text)["input_ids"] if tokenize else text
-
-
-class ScriptedModel(_TokenizesLocally):
-    """A `Generator` playing `SCRIPT`, each turn after `latency` seconds (an awaited sleep): the turn
-    is the number of observations already written after the prompt. Stops at the first stop string."""
-
-    name = "scripted-char"
-    context_length: int | None = None
-
-    def __init__(self, latency: float) -> None:
-        self.tokenizer = ChatTokenizer(CharTokenizer(), name="char")
-        self.latency = latency
-
-    async def aclose(self) -> None:
-        return None
-
-    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        await asyncio.sleep(self.latency)
-        written = self.decode(prompt_ids).rsplit("<|assistant|>\n", 1)[-1]
-        script = SCRIPT[min(2, written.count("<observation>"))]
-        text, finish, stop = script, "stop", None
-        hits = [(script.find(s), s) for s in params.stop if s in script]
-        if hits:
-            at, stop = min(hits)
-            text = script[: at + len(stop)]
-        if len(text) > params.max_tokens:
-            text, finish, stop = text[: params.max_tokens], "length", None
-        out = tuple(self.encode(text))
-        shown = (
-            text[: len(text) - len(stop)] if stop else text
-        )  # the stop string is left out, its tokens kept
-        return Generation(shown, finish, stop, out, tuple(-0.1 for _ in out))
 
 
 @contextlib.asynccontextmanager
 async def open_agent(ws: Workspace) -> Any:
     """The agent on a fresh scripted model and a toolbox opened in the running loop."""
     async with open_toolbox(ws, search="local:mini", crawl="local", cache=False) as tools:
-        yield SingleModelAgent(ScriptedModel(TURN_LATENCY_S), tools, "scripted-char", limits=LIMITS)
+        yield SingleModelAgent(CharModel(delay=TURN_LATENCY_S), tools, "scripted-char", limits=LIMITS)
 
 
 def _ignore(_: Any) -> None:
@@ -306,9 +235,7 @@ def run() -> list[Result]:
     loads = [os.getloadavg()[0]]
     try:
         ws = Workspace.open(tmp / "ws")
-        source = tmp / "docs.jsonl"
-        source.write_text("".join(json.dumps(d) + "\n" for d in DOCS), encoding="utf-8")
-        build_corpus(ws, source, "mini")
+        build_mini_corpus(ws, tmp)
         with ServerThread(ws) as server:
             rounds = asyncio.run(measure(ws, server.port))
         loads.append(os.getloadavg()[0])

@@ -56,10 +56,10 @@ class CharTokenizer:
     chat_template = "<|role|>\\ncontent<|end|>\\n"
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
-        return {"input_ids": [ord(c) for c in text]}
+        return {"input_ids": list(map(ord, text))}
 
     def decode(self, ids: Sequence[int], **_: Any) -> str:
-        return "".join(chr(i) for i in ids)
+        return "".join(map(chr, ids))
 
     def apply_chat_template(self, chat: list[dict[str, str]], add_generation_prompt: bool = False,
                             tokenize: bool = True, **_: Any) -> Any:  # fmt: skip
@@ -115,17 +115,22 @@ class CharModel:
         else:
             written = context.rsplit("<|assistant|>\n", 1)[-1]  # the episode so far, after the prompt
             script = (SEARCH_TURN, CRAWL_TURN, REPORT_TURN)[min(2, written.count("<observation>"))]
-        out: list[int] = []
-        for token in self.encode(script):
-            out.append(token)
-            text = self.decode(out)
-            hits = [(text.find(s), s) for s in params.stop if s in text]
-            if hits:
-                at, stop = min(hits)
-                return Generation(text[:at], "stop", stop, tuple(out), tuple(-0.1 for _ in out))
-            if len(out) >= params.max_tokens:
-                return Generation(text, "length", None, tuple(out), tuple(-0.1 for _ in out))
-        return Generation(self.decode(out), "stop", None, tuple(out), tuple(-0.1 for _ in out))
+        # One token per character: the first stop string completes at `end` characters (an engine
+        # checks after each token), unless max_tokens comes first.
+        ends = [script.find(stop) + len(stop) for stop in params.stop if stop in script]
+        end = min(ends, default=len(script))
+        if ends and end <= params.max_tokens:
+            text = script[:end]
+            at, stop = min((text.find(s), s) for s in params.stop if s in text)
+            return self._done(text[:at], "stop", stop, text)
+        if len(script) >= params.max_tokens:
+            text = script[: params.max_tokens]
+            return self._done(text, "length", None, text)
+        return self._done(script, "stop", None, script)
+
+    def _done(self, text: str, finish: str, stop: str | None, sampled: str) -> Generation:
+        ids = tuple(self.encode(sampled))
+        return Generation(text, finish, stop, ids, tuple(-0.1 for _ in ids))
 
 
 def build_mini_corpus(ws: Workspace, folder: Path) -> None:

@@ -129,6 +129,7 @@ def test_out_of_the_box_the_embedded_model_writes_reports_through_the_workflow(
     agent_ws: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     models = embedded_ws(tmp_path_factory) / "models"
+    (agent_ws / "models").rmdir()
     os.symlink(models, agent_ws / "models", target_is_directory=True)  # converted once per session
     monkeypatch.setenv("ORES_SERVE_API_KEY", KEY)
     server = ServeProcess(
