@@ -7,9 +7,11 @@ lands in the workspace once the server stops.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ def test_tiny_model_answers_the_openai_client_behind_a_key_and_lands_in_the_work
     monkeypatch.setenv("ORES_SERVE_API_KEY", KEY)
     server = ServeProcess(
         agent_ws, free_port(), "--agent", "--model", str(tiny), "--search", "local:mini", "--crawl", "local",
-        "--max-tokens", "48",
+        "--max-tokens", "48", "--max-concurrent", "8",
     )  # fmt: skip
     try:
         assert server.model_name == "ores-agent" and server.child_pid == server.process.pid
@@ -88,14 +90,57 @@ def test_tiny_model_answers_the_openai_client_behind_a_key_and_lands_in_the_work
         ) as response:
             names = [line[len("event: ") :] for line in response.iter_lines() if line.startswith("event: ")]
         assert names[0] == "start" and names[-1] == "done"
-        assert httpx.get(server.base_url.removesuffix("/v1") + "/health").json()["in_flight"] == 0
+        codes, n_left, n_quick = asyncio.run(burst(server.base_url))
+        assert n_left >= 1  # the disconnect path was taken (the tiny model needs over 0.3 s a research)
+        assert set(codes) <= {200, 429} and codes.count(200) >= 8, codes
+        health = server.base_url.removesuffix("/v1") + "/health"
+        deadline = time.monotonic() + 30  # the clients that left: their researches stop, none orphaned
+        while httpx.get(health).json()["tasks"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert httpx.get(health).json() | {"in_flight": 0, "tasks": 0} == httpx.get(health).json()
     finally:
         code = server.stop(signal.SIGINT)
     assert code == 0, server.stderr()[-2000:]
-    assert "3 researches recorded" in server.stderr() and KEY not in server.stderr()
+    n_rows = 3 + codes.count(200) + n_quick + n_left
+    assert f"{n_rows} researches recorded" in server.stderr() and KEY not in server.stderr()
     rows = served_rows(agent_ws)
-    assert len(rows) == 3 and all(r["status"] == "done" and r["question"] == QUESTION for r in rows)
+    assert len(rows) == n_rows  # every answer and every abandoned research, none lost
+    assert sum(r["status"] == "done" for r in rows) == 3 + codes.count(200) + n_quick
     assert all(json.loads(r["models"]) == {"model": tiny.name} for r in rows)
+    assert all("client disconnected" in r["error"] for r in rows if r["status"] == "failed")
+
+
+async def burst(base_url: str) -> tuple[list[int], int, int]:
+    """32 researches at once through the openai client, then 4 clients that give up after 0.3 s
+    once the first wave is done: (the 32 status codes, how many of the 4 left while being answered,
+    how many were answered first)."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=300)
+
+    async def ask(n: int) -> int:
+        try:
+            await client.chat.completions.create(
+                model="ores-agent", messages=[{"role": "user", "content": f"{QUESTION} ({n})"}]
+            )
+            return 200
+        except openai.RateLimitError as exc:
+            assert int(exc.response.headers["retry-after"]) >= 1
+            return 429
+
+    codes = list(await asyncio.gather(*(ask(n) for n in range(32))))
+    impatient = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=0.3)
+    left = quick = 0
+    for outcome in await asyncio.gather(
+        *(
+            impatient.chat.completions.create(
+                model="ores-agent", messages=[{"role": "user", "content": f"{QUESTION} (gone {n})"}]
+            )
+            for n in range(4)
+        ),
+        return_exceptions=True,
+    ):
+        left += isinstance(outcome, openai.APITimeoutError)
+        quick += not isinstance(outcome, BaseException)
+    return codes, left, quick
 
 
 def test_agent_flags_that_cannot_go_together_are_one_line_errors(agent_ws: Path) -> None:
