@@ -86,9 +86,7 @@ def serving(
 
     monkeypatch.setattr(agent_server, "open_generator", open_generator)
     port = free_port()
-    opts = AgentServeOptions(
-        model=system, port=port, search="local:mini", crawl="local", **options
-    )
+    opts = AgentServeOptions(model=system, port=port, search="local:mini", crawl="local", **options)
     running = Running()
     ready = threading.Event()
 
