@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from oresearch_cli.agent.generators import ChatTokenizer, Generation, GeneratorError
+from oresearch_cli.agent.generators import ChatTokenizer, Generation, GeneratorError, _TokenizesLocally
 from oresearch_cli.server.engine import SamplingParams
 from oresearch_cli.tools.corpus import build_corpus
 from oresearch_cli.workspace import Workspace
@@ -68,7 +68,7 @@ class CharTokenizer:
         return self(text)["input_ids"] if tokenize else text
 
 
-class CharModel:
+class CharModel(_TokenizesLocally):  # its prompt_ids/encode/decode: the char tokenizer's
     """A `Generator` that searches, reads the first result, then reports; a question holding QUIET gets a turn
     with neither a call nor a report, one holding BROKEN a generator error. Stops as an engine
     does: at the first stop string (left out of the text, its token kept), or at max_tokens."""
@@ -83,15 +83,6 @@ class CharModel:
         self.delay = delay
         self.in_flight = 0
         self.cancelled = 0
-
-    def prompt_ids(self, chat: Sequence[Mapping[str, str]]) -> list[int]:
-        return self.tokenizer.prompt_ids(chat)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(ids)
 
     async def aclose(self) -> None:
         return None
