@@ -198,3 +198,35 @@ def test_ores_serve_tools_only_command(ws: Workspace) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_tools_behind_a_key_and_a_body_cap(ws: Workspace) -> None:
+    """Issue: the tools server took a 41 MB body and any caller; now a key and a cap, /health open."""
+    application = create_tools_app(
+        lambda: open_toolbox(ws, search="local:mini", crawl="local", cache=False),
+        api_key="sk-tools",
+        max_body_bytes=2000,
+    )
+
+    async def calls() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://tools"
+        ) as c:
+            search = {"q": "photosynthesis", "num": 2}
+            key = {"Authorization": "Bearer sk-tools"}
+            return [
+                await c.get("/health"),
+                await c.post("/search", json=search),
+                await c.post("/search", json=search, headers={"Authorization": "Bearer sk-other"}),
+                await c.post("/search", json=search, headers=key),
+                await c.post("/retrieve", json={"queries": ["x" * 3000]}, headers=key),
+                await c.post(
+                    "/retrieve", content=b"[" * 5000, headers={**key, "transfer-encoding": "chunked"}
+                ),
+            ]
+
+    health, missing, wrong, fine, big, chunked = asyncio.run(calls())
+    assert health.status_code == 200
+    assert missing.status_code == wrong.status_code == 401 and "API key" in wrong.json()["error"]["message"]
+    assert fine.status_code == 200 and "Photosynthesis" in fine.json()
+    assert big.status_code == chunked.status_code == 413 and "2,000 bytes" in big.json()["error"]

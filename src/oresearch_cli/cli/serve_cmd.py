@@ -142,14 +142,19 @@ def serve(
             "--api-key",
             envvar="ORES_SERVE_API_KEY",
             show_envvar=True,
-            help="With --agent: require `Authorization: Bearer KEY` on every route but /health.",
+            help="With --agent or --tools-only: require `Authorization: Bearer KEY` on every route but /health.",
         ),
     ] = None,
     max_concurrent: Annotated[
         int, typer.Option("--max-concurrent", min=1, help="With --agent: researches at once; more get 429.")
     ] = 8,
     max_body_bytes: Annotated[
-        int, typer.Option("--max-body-bytes", min=1, help="With --agent: largest request body (413 past it).")
+        int,
+        typer.Option(
+            "--max-body-bytes",
+            min=1,
+            help="With --agent or --tools-only: largest request body (413 past it).",
+        ),
     ] = 1_000_000,
     max_question_chars: Annotated[
         int, typer.Option("--max-question-chars", min=1, help="With --agent: longest question.")
@@ -246,7 +251,14 @@ def serve(
     )
     # Fail fast on a bad --search/--crawl (one clear line, exit 2) before binding the port.
     asyncio.run(open_toolbox(workspace, **options).aclose())
-    application = create_tools_app(lambda: open_toolbox(workspace, **options))
+    from oresearch_cli.server.auth import exposure_warning
+
+    application = create_tools_app(
+        lambda: open_toolbox(workspace, **options), api_key=api_key or None, max_body_bytes=max_body_bytes
+    )
+    warning = exposure_warning(host, api_key or None)
+    if warning:
+        err.print(f"ores serve --tools-only: warning: {warning}", highlight=False, markup=False)
     err.print(
         f"serving tools ({search}, crawl {crawl}) on http://{host}:{port}  (endpoints /retrieve /search /crawl_page /health)",
         highlight=False,

@@ -38,7 +38,7 @@ from starlette.routing import Route
 
 from oresearch_cli.errors import ConfigError, OresError
 from oresearch_cli.server.auth import BearerAuth
-from oresearch_cli.server.limits import Admission, Busy, ServeLimits
+from oresearch_cli.server.limits import Admission, BodyTooLarge, Busy, ServeLimits, read_body
 from oresearch_cli.server.metrics import CONTENT_TYPE, AgentMetrics
 from oresearch_cli.server.research_service import (
     Research,
@@ -327,19 +327,10 @@ class AgentServer:
     # -- requests ------------------------------------------------------------------------------
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        cap = self.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap:
-            raise HTTPError(
-                413, f"the request body is over this server's limit of {cap:,} bytes", kind="too_large"
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cap:
-                raise HTTPError(
-                    413, f"the request body is over this server's limit of {cap:,} bytes", kind="too_large"
-                )
+        try:
+            body = await read_body(request, self.limits.max_body_bytes)
+        except BodyTooLarge as exc:
+            raise HTTPError(413, str(exc), kind="too_large") from None
         try:
             parsed = json.loads(body)
         except ValueError:

@@ -1,4 +1,4 @@
-"""What one `ores serve --agent` lets its callers spend: request size, question length, how many
+"""What one `ores serve --agent` (and the tools server, for its body) lets its callers spend: request size, question length, how many
 researches run at once, and each research's budget (tool calls, steps, tokens, seconds).
 
 `Admission` holds the concurrency limit. Past it a request is refused at once (HTTP 429) rather than
@@ -14,6 +14,8 @@ import statistics
 import time
 from collections import deque
 from dataclasses import dataclass
+
+from starlette.requests import Request
 
 from oresearch_cli.errors import ConfigError
 from oresearch_cli.server.research_service import ResearchBudget
@@ -41,6 +43,26 @@ class ServeLimits:
         for name, value in vars(self.budget).items():
             if value is not None and not value > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be above 0; raise it")
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"the request body is over this server's limit of {cap:,} bytes")
+        self.cap = cap
+
+
+async def read_body(request: Request, cap: int) -> bytes:
+    """The request's body, refused (`BodyTooLarge`) past `cap` bytes: by its Content-Length before
+    reading, or while reading a chunked one, so an oversized body is never held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise BodyTooLarge(cap)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > cap:
+            raise BodyTooLarge(cap)
+    return bytes(body)
 
 
 class Busy(Exception):

@@ -12,11 +12,15 @@ Endpoints:
 * `POST /crawl_page` — O-Researcher's crawl server: `{"urls": [...], "think_content",
   "web_search_query", "task"}` -> `{"success", "obs", "error_message", "processing_time"}`.
 * `GET /health`.
+
+`--api-key` (or `ORES_SERVE_API_KEY`) puts every route but /health behind a bearer key; a body
+over `--max-body-bytes` is refused with 413 before it is read whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,12 +32,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from oresearch_cli.server.auth import BearerAuth
+from oresearch_cli.server.limits import BodyTooLarge, read_body
 from oresearch_cli.tools.backends.local import LocalSearch
 from oresearch_cli.tools.semantics import DEFAULT_NUM, clamp_num
 from oresearch_cli.tools.summarize import SummaryContext
 from oresearch_cli.tools.toolbox import Toolbox
 
 MAX_RETRIEVE_QUERIES = 1024
+DEFAULT_MAX_BODY_BYTES = 1_000_000  # 1,024 queries of ~900 characters
 MAX_TOPK = 100
 DEFAULT_TOPK = 3  # Search-R1's default
 
@@ -63,7 +70,9 @@ def _bad_request(message: str) -> JSONResponse:
 
 async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     try:
-        body = await request.json()
+        body = json.loads(await read_body(request, request.app.state.max_body_bytes))
+    except BodyTooLarge as exc:
+        return JSONResponse({"error": str(exc)}, status_code=413)
     except ValueError:
         return _bad_request("the request body must be JSON")
     if not isinstance(body, dict):
@@ -71,8 +80,14 @@ async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     return body
 
 
-def create_tools_app(toolbox_factory: Callable[[], Toolbox]) -> Starlette:
-    """The tools app. The toolbox is made on startup (or first request) in the server's loop."""
+def create_tools_app(
+    toolbox_factory: Callable[[], Toolbox],
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> Any:
+    """The tools app. The toolbox is made on startup (or first request) in the server's loop. With
+    `api_key`, every route but /health needs `Authorization: Bearer <key>` (server/auth.py)."""
     state = _State(toolbox_factory)
 
     @asynccontextmanager
@@ -216,4 +231,6 @@ def create_tools_app(toolbox_factory: Callable[[], Toolbox]) -> Starlette:
         Route("/search", search, methods=["POST"]),
         Route("/crawl_page", crawl_page, methods=["POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.max_body_bytes = max_body_bytes
+    return BearerAuth(app, api_key) if api_key else app
