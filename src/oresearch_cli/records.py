@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,11 @@ from oresearch_cli.errors import InputError
 
 STDIN = "-"
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet")
+# What `write_records` (every command's `-o FILE`) writes, by the file name's last suffix.
+OUTPUT_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+# The longest question (in characters, as read) a seeds or questions file may hold: the cap
+# `ores serve --agent` puts on a caller's question. Longer ones are refused, not truncated.
+MAX_QUESTION_CHARS = 20_000
 
 # The fields every command looks for, in order, when the user names none (`--field`): one list
 # per meaning, so two commands never read different fields of the same file.
@@ -217,9 +223,88 @@ def find_field(
     return next((c for c in candidates if c in data and c not in exclude), None)
 
 
+def first_field(data: dict[str, Any], candidates: tuple[str, ...]) -> str | None:
+    """The first of `candidates` that is set (not None, not empty) in `data`."""
+    return next((c for c in candidates if data.get(c) not in (None, "")), None)
+
+
 def first_value(data: dict[str, Any], candidates: tuple[str, ...]) -> Any:
     """The value of the first of `candidates` that is set (not None, not empty) in `data`."""
-    return next((data[c] for c in candidates if data.get(c) not in (None, "")), None)
+    name = first_field(data, candidates)
+    return None if name is None else data[name]
+
+
+def _shown(value: Any) -> str:
+    """A short view of a bad value for an error line."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _kind(value: Any) -> str:
+    """'a number', 'a list', 'an object' ... (JSON's names for a Python value's type)."""
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "an object"}
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+def question_of(record: Record, field: str, max_chars: int = MAX_QUESTION_CHARS) -> str:
+    """The question in `record`'s `field` as read ('' when unset). A value that is not text (a
+    number, list, object) or is over `max_chars` is refused with the record's file:line."""
+    value = record.data.get(field)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(
+            f"{record.origin}: the question in field {field!r} is {_kind(value)} ({_shown(value)}), "
+            "not text; write each question as a string"
+        )
+    if len(value) > max_chars:
+        raise InputError(
+            f"{record.origin}: the question in field {field!r} is {len(value):,} characters, over the "
+            f"cap of {max_chars:,} (MAX_QUESTION_CHARS); shorten it or leave it out"
+        )
+    return value
+
+
+def id_of(record: Record, fields: str | tuple[str, ...] | None) -> str | None:
+    """The id in `record`'s `fields` (a field, or the first of several that is set) as a string:
+    text stripped, a whole number (DeepResearch Bench's ids) as its digits; None when unset or
+    blank. Any other value (a decimal number, boolean, list, object) is refused with file:line."""
+    if fields is None:
+        return None
+    field = fields if isinstance(fields, str) else first_field(record.data, fields)
+    value = record.data.get(field) if field is not None else None
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise InputError(
+        f"{record.origin}: the id in field {field!r} is {_kind(value)} ({_shown(value)}), not a "
+        'string or whole number; write ids as strings such as "q-1" or integers'
+    )
+
+
+def cannot_create(path: Path) -> str | None:
+    """Why `path` (not there yet) could not be created, or None: the nearest folder above it that
+    exists must be a folder this process can create files (or the missing folders) in. The probe
+    is a temporary file, gone at once; nothing is created."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cannot write in {folder} ({exc.strerror or type(exc).__name__})"
+    return None
+
+
+def output_format(path: str | Path) -> str | None:
+    """The format `write_records` writes to `path` (jsonl or parquet, by its last suffix), or None."""
+    return OUTPUT_SUFFIXES.get(Path(path).suffix.lower())
 
 
 def dumps(record: dict[str, Any]) -> str:
@@ -238,15 +323,15 @@ def write_jsonl(records: Iterable[dict[str, Any]], stream: IO[str]) -> int:
 
 def write_records(records: list[dict[str, Any]], path: Path) -> None:
     """Write records to `path` as Parquet or JSONL, chosen by the suffix."""
-    fmt = detect_format(path)
+    fmt = output_format(path)
+    if fmt is None:
+        raise InputError(f"{path}: can only write .parquet or .jsonl; change the file name")
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(records), path)
-    elif fmt == "jsonl":
+    else:
         with path.open("w", encoding="utf-8") as fh:
             write_jsonl(records, fh)
-    else:
-        raise InputError(f"{path}: can only write .parquet or .jsonl; change the file name")

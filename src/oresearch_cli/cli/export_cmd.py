@@ -22,12 +22,18 @@ def export(
     ignore_gate: Annotated[
         bool, typer.Option("--ignore-gate", help="Export even when the spot-check gate holds the batch.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Write into a non-empty directory, overwriting its README.md and data file."
+        ),
+    ] = False,
     ws: WsOption = default_ws(),
 ) -> None:
     """Write the accepted set (filter accepted, minus human rejects) as a Parquet dataset with a card."""
     from oresearch_cli.export.hf import export_accepted
 
-    result = export_accepted(ws, out_dir, run, ignore_gate)
+    result = export_accepted(ws, out_dir, run, ignore_gate, force)
     gate = result.gate["status"] if result.gate else "no spot check"
     out.print(
         f"wrote {result.rows} traces of {result.filtered_run} to {result.out_dir} "

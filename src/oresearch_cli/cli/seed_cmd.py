@@ -9,15 +9,27 @@ from typing import Annotated
 import typer
 
 from oresearch_cli.cli import app
-from oresearch_cli.cli.common import FieldOption, FormatOption, OutputOption, WsOption, default_ws, err, table
-from oresearch_cli.records import write_jsonl, write_records
+from oresearch_cli.cli.common import (
+    FieldOption,
+    FormatOption,
+    OutputOption,
+    WsOption,
+    check_output,
+    default_ws,
+    err,
+    table,
+)
+from oresearch_cli.records import MAX_QUESTION_CHARS, write_jsonl, write_records
 
 
 @app.command()
 def seed(
     source: Annotated[
         str,
-        typer.Argument(help="Questions: a JSONL, JSON, CSV/TSV or Parquet file, or '-' for JSONL on stdin."),
+        typer.Argument(
+            help="Questions: a JSONL, JSON, CSV/TSV or Parquet file, or '-' for JSONL on stdin; each "
+            f"question text of at most {MAX_QUESTION_CHARS:,} characters, each id a string or integer."
+        ),
     ],
     field: FieldOption = None,
     id_field: Annotated[
@@ -57,6 +69,7 @@ def seed(
     """Import seed questions: normalize, drop empties and duplicates, tag language, write `seeds`."""
     from oresearch_cli.stages.seed import run_seed, seed_options
 
+    check_output(output)
     flags = {
         "near_dup_threshold": near_dup,
         "dedup_near": False if no_near_dup else None,

@@ -13,6 +13,7 @@ import typer
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import WsOption, default_ws, err, out
 from oresearch_cli.errors import InputError
+from oresearch_cli.records import MAX_QUESTION_CHARS
 from oresearch_cli.tools import parse_ttl
 
 
@@ -158,7 +159,7 @@ def serve(
     ] = 1_000_000,
     max_question_chars: Annotated[
         int, typer.Option("--max-question-chars", min=1, help="With --agent: longest question.")
-    ] = 20_000,
+    ] = MAX_QUESTION_CHARS,
     max_tool_calls: Annotated[
         int,
         typer.Option(

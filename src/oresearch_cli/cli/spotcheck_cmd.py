@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 
 from oresearch_cli.cli import app
-from oresearch_cli.cli.common import JsonOption, WsOption, default_ws, err, out, print_json, table
+from oresearch_cli.cli.common import (
+    JsonOption,
+    WsOption,
+    check_output,
+    default_ws,
+    err,
+    out,
+    print_json,
+    table,
+)
 
 EXIT_HELD = 3
 
@@ -54,6 +63,7 @@ def spotcheck(
     Interactive on a terminal; with no terminal it never waits: it prints the gate (use --export
     and --import to review elsewhere). Exit code 3 when the gate holds the batch.
     """
+    check_output(export, "--export", (".csv", ".jsonl", ".ndjson", ".html", ".htm"), stdout=False)
     from oresearch_cli.stages.spotcheck import (
         Session,
         export_verdict_sheet,

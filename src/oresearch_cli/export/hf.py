@@ -13,6 +13,7 @@ the spot-check gate holds is refused unless `ignore_gate`. The rows also become 
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Any, ClassVar
 
 import pyarrow.parquet as pq
 
-from oresearch_cli.errors import WorkspaceError
+from oresearch_cli.errors import InputError, WorkspaceError
+from oresearch_cli.records import cannot_create
 from oresearch_cli.workspace import (
     ArtifactRecord,
     RunStatus,
@@ -114,9 +116,40 @@ def accepted_set(ws: Workspace, filtered_run: str | None = None, ignore_gate: bo
     return AcceptedSet(artifact.run_id, rows, accepted, rejected, gate)
 
 
+def check_export_dir(out_dir: Path, force: bool = False) -> None:
+    """Refuse, before anything is read or written, an export folder that is a file, one that holds
+    files already (unless `force`: then README.md and the data file are overwritten, other files
+    kept), or one that cannot be created or written."""
+    where = f"export {out_dir}"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{where}: is a file, not a directory; name a new or empty directory")
+    if out_dir.is_dir():
+        entries = sorted(p.name for p in out_dir.iterdir())
+        if entries and not force:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise InputError(
+                f"{where}: the directory is not empty ({shown}); name a new or empty directory, "
+                f"or pass --force to overwrite its README.md and {DATA_FILE}"
+            )
+        if not os.access(out_dir, os.W_OK | os.X_OK):
+            raise InputError(f"{where}: the directory is not writable; fix its permissions or choose another")
+        return
+    reason = cannot_create(out_dir)
+    if reason:
+        raise InputError(f"{where}: {reason}; choose a path in a writable directory")
+
+
 def export_accepted(
-    ws_path: str | Path, out_dir: Path, filtered_run: str | None = None, ignore_gate: bool = False
+    ws_path: str | Path,
+    out_dir: Path,
+    filtered_run: str | None = None,
+    ignore_gate: bool = False,
+    force: bool = False,
 ) -> ExportResult:
+    """Write the accepted set to `out_dir` (refused when it is a file, or holds files unless
+    `force`) and record it as the workspace's `accepted` artifact."""
+    out_dir = Path(out_dir)
+    check_export_dir(out_dir, force)
     ws = Workspace.open(ws_path, create=False)
     found = accepted_set(ws, filtered_run, ignore_gate)
     rows, accepted, rejected, gate = found.rows, found.accepted, found.rejected, found.gate
@@ -134,14 +167,17 @@ def export_accepted(
         ).to_row()
         for r in accepted
     ]
-    out_dir = Path(out_dir)
-    (out_dir / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(to_table(records, AcceptedRecord), out_dir / DATA_FILE)
     filter_run = ws.get_run(found.filtered_run)
-    (out_dir / "README.md").write_text(
-        dataset_card(rows, records, filter_run.config, gate, len(rejected & {str(r["id"]) for r in rows})),
-        encoding="utf-8",
-    )
+    card = dataset_card(rows, records, filter_run.config, gate, len(rejected & {str(r["id"]) for r in rows}))
+    try:
+        (out_dir / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(to_table(records, AcceptedRecord), out_dir / DATA_FILE)
+        (out_dir / "README.md").write_text(card, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(
+            f"export {out_dir}: cannot write the dataset ({exc.strerror or exc}); "
+            "name a new or empty directory you can write to"
+        ) from None
     with ws.start_run(
         EXPORT, {"filtered_run": found.filtered_run, "out": str(out_dir)}, [found.filtered_run]
     ) as run:

@@ -15,21 +15,27 @@ error naming the nearest valid one, so a typo never silently does nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from oresearch_cli.config import apply, bounded, load_recipe, resolve
-from oresearch_cli.errors import InputError
+from oresearch_cli.errors import ConfigError, InputError
+
+# The judge's score scale (`filtering.judge` scores every criterion 0-10; overall is their mean):
+# every threshold on a judge score must lie in it.
+SCORE_MIN = 0.0
+SCORE_MAX = 10.0
 
 
 @dataclass(frozen=True)
 class JudgeSettings:
     enabled: bool = True
-    min_overall: float = 6.0
+    min_overall: float = bounded(6.0, low=SCORE_MIN, high=SCORE_MAX)
     # One floor for every criterion, and optional floors per criterion that override it.
-    min_each: float = 4.0
+    min_each: float = bounded(4.0, low=SCORE_MIN, high=SCORE_MAX)
     min_criterion: dict[str, float] = field(default_factory=dict)
     max_attempts: int = 3  # the first ask plus stricter re-asks after malformed output
     max_chars: int = 24_000  # how much of the trace the judge reads
@@ -100,10 +106,27 @@ def from_dict(
     from oresearch_cli.filtering.rules import RULES
 
     config = apply(base or FilterConfig(), data, where, "filter.")
+    check_scores(config.judge, where)
     unknown = sorted(set(config.rules) - set(RULES))
     if unknown:
         raise InputError(f"{where}: unknown rule(s) {', '.join(unknown)}; rules are {', '.join(RULES)}")
     return config
+
+
+def check_scores(judge: JudgeSettings, where: str) -> None:
+    """Every judge threshold a number on the judge's scale (`bounded` checks min_overall and
+    min_each as they are set; this also covers the per-criterion floors and NaN)."""
+    floors = {
+        "min_overall": judge.min_overall,
+        "min_each": judge.min_each,
+        **{f"min_criterion.{k}": v for k, v in judge.min_criterion.items()},
+    }
+    for name, value in floors.items():
+        if not (isinstance(value, int | float) and math.isfinite(value) and SCORE_MIN <= value <= SCORE_MAX):
+            raise ConfigError(
+                f"{where}: filter.judge.{name} must be a judge score between {SCORE_MIN:g} and "
+                f"{SCORE_MAX:g}, got {value!r}; use a value in that range"
+            )
 
 
 def load_filter_config(
@@ -113,5 +136,7 @@ def load_filter_config(
 ) -> FilterConfig:
     """The recipe's `filter:` section over `ORES_FILTER_<KEY>` variables over the defaults, then
     `overrides` (flags)."""
-    config = resolve(FilterConfig, load_recipe(path), "filter", environ=environ)
+    recipe = load_recipe(path)
+    config = resolve(FilterConfig, recipe, "filter", environ=environ)
+    check_scores(config.judge, recipe.where)
     return from_dict(overrides or {}, config, "flags")

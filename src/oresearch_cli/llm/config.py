@@ -57,6 +57,7 @@ class RoleConfig:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     max_retry_after_s: float = 120.0
+    hedge_after_s: float | None = None  # off; see llm/client.py on hedging
     rpm: float | None = None
     tpm: float | None = None
     max_concurrency: int | None = None
@@ -228,7 +229,14 @@ def _env_layer(environ: Mapping[str, str]) -> _Layer:
     return layer
 
 
-_OPTIONAL = {"temperature", "max_tokens", "rpm", "tpm", "max_concurrency"}  # 0/none: unset, no limit
+_OPTIONAL = {
+    "temperature",
+    "max_tokens",
+    "rpm",
+    "tpm",
+    "max_concurrency",
+    "hedge_after_s",
+}  # 0/none: unset, no limit
 
 
 def _coerce(setting: str, value: Any, where: str) -> Any:
@@ -244,6 +252,18 @@ def _coerce(setting: str, value: Any, where: str) -> Any:
             for url in cleaned:
                 if not url.startswith(("http://", "https://")):
                     raise ValueError(f"not an http(s) URL: {url!r}")
+                if "?" in url or "#" in url:
+                    # The client appends /chat/completions to the URL: after a query it becomes part
+                    # of the query, and the server answers 404 (`model ... not found`).
+                    tail = "?..." if "?" in url else "#..."
+                    how = (
+                        f"drop the {'query' if '?' in url else 'fragment'} ({safe_url(url)}) and send "
+                        "request parameters as body fields with `extra_body` in the --config `llm:` section"
+                    )
+                    raise ValueError(
+                        f"{safe_url(url)}{tail} has a {'query string' if '?' in url else 'fragment'}, "
+                        "to which the client would append /chat/completions (a 404 from the server)"
+                    )
             return cleaned
         if setting == "model":
             return str(value).strip()

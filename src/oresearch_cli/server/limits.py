@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from oresearch_cli.errors import ConfigError
+from oresearch_cli.records import MAX_QUESTION_CHARS
 from oresearch_cli.server.research_service import ResearchBudget
 
 RECENT_LATENCIES = 50  # researches the Retry-After estimate looks back over
@@ -30,7 +31,7 @@ class ServeLimits:
     tokens and seconds; a request may ask for less."""
 
     max_body_bytes: int = 1_000_000
-    max_question_chars: int = 20_000
+    max_question_chars: int = MAX_QUESTION_CHARS  # what a seeds file may hold, too
     max_concurrent: int = 8
     budget: ResearchBudget = ResearchBudget(
         max_tool_calls=16, max_steps=40, max_tokens=8192, max_seconds=900.0

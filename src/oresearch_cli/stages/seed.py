@@ -22,7 +22,9 @@ from oresearch_cli.records import (
     QUESTION_FIELDS,
     Record,
     find_field,
+    id_of,
     pick_field,
+    question_of,
     read_records,
     source_name,
 )
@@ -151,7 +153,9 @@ def _meta_of(data: dict[str, Any], used: set[str]) -> dict[str, Any]:
 
 
 def prepare_seeds(records: list[Record], options: SeedOptions, name: str) -> SeedResult:
-    """Normalize, tag, de-duplicate, sample and limit. Raises InputError for a missing field."""
+    """Normalize, tag, de-duplicate, sample and limit. Raises InputError for a missing field, a
+    question that is not text or is over MAX_QUESTION_CHARS, or an id that is not a string or
+    whole number (every record is checked, before anything is dropped)."""
     question_field = pick_field(records, options.field, QUESTION_FIELDS, name)
     id_field = (
         pick_field(records, options.id_field, ID_FIELDS, name)
@@ -166,8 +170,8 @@ def prepare_seeds(records: list[Record], options: SeedOptions, name: str) -> See
     seen_text: dict[str, str] = {}
     seen_ids: set[str] = set()
     for record in records:
-        raw = record.data.get(question_field)
-        question = normalize_whitespace(str(raw)) if raw is not None else ""
+        question = normalize_whitespace(question_of(record, question_field))
+        given_id = id_of(record, id_field)
         if not question:
             dropped.append(Dropped(record.origin, DROP_EMPTY, ""))
             continue
@@ -177,8 +181,7 @@ def prepare_seeds(records: list[Record], options: SeedOptions, name: str) -> See
                 Dropped(record.origin, DROP_EXACT, question, duplicate_of=seen_text[key], similarity=1.0)
             )
             continue
-        raw_id = record.data.get(id_field) if id_field else None
-        seed_id = str(raw_id).strip() if raw_id not in (None, "") else content_id(question)
+        seed_id = given_id or content_id(question)
         if seed_id in seen_ids:
             dropped.append(Dropped(record.origin, DROP_ID, question, duplicate_of=seed_id))
             continue
