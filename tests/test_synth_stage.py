@@ -162,7 +162,7 @@ def priced_run(template_ws: Path, tmp_path_factory: pytest.TempPathFactory) -> S
         args = synth_cli_args(srv.url, "--config", "ores.yaml")
         proc = _cli("synth", "q.jsonl", "--ws", "ws", *args, cwd=tmp, env=_env(OPENAI_API_KEY=SECRET))
         requests = srv.chat_requests()
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 3, proc.stderr  # EXIT_PARTIAL: done, one seed failed
     return SimpleNamespace(tmp=tmp, ws=ws, seeds=seeds, refused=seeds[3]["id"], proc=proc, requests=requests)
 
 
@@ -482,8 +482,8 @@ def test_user_errors_are_one_line_exit_2_and_register_no_run(
                 [seeds, *synth_cli_args(srv.url, corpus="nope")],
                 ["'nope'", "ores corpus build"],
             ),
-            "no model": (
-                [seeds, "--search", "local:mini", "--base-url", srv.url],
+            "no model": (  # an endpoint serving exactly one model would lend it (test_hardening_exits)
+                [seeds, "--search", "local:mini", "--base-url", dead],
                 ["no model set", "--model"],
             ),
             "bad shard": ([seeds, *ok, "--shard", "3/2"], ["--shard '3/2'", "1 <= i <= n"]),

@@ -1,6 +1,16 @@
-"""Errors a user can cause and fix. The CLI prints them as one line and exits with code 2."""
+"""Errors a user can cause and fix. The CLI prints them as one line and exits with code 2.
+
+The exit codes of `ores`: 0 done; 2 a user error (an `OresError`: nothing or only part was done,
+and the line says what to fix); `EXIT_PARTIAL` (3) done, but not everything passed; 130
+interrupted (Ctrl-C), finished items kept.
+"""
 
 from __future__ import annotations
+
+EXIT_PARTIAL = 3
+"""The run finished, but some of its items did not: `ores synth` and `ores eval run` with failed
+questions (rerun with `--retry-failed`), `ores spotcheck` with the gate held. Makefiles and
+pipelines stop on it as on any nonzero code; a script that can use a partial result tests for 3."""
 
 
 class OresError(Exception):

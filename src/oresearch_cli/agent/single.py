@@ -473,7 +473,8 @@ async def research(
 
     `language` picks the protocol prompt (`zh-cn` -> `zh`; default English). `on_span` is called
     with each model turn and observation block as it is added (to stream steps). Raises
-    `GeneratorError` when the generator fails; tool failures are observations.
+    `GeneratorError` when the generator fails; tool failures are observations, but a search or
+    crawl API that rejects its key raises `BackendAuthError` (every later call would fail too).
     """
     loop = _Loop(question, generator, toolbox, protocol_language(language), budget or LoopBudget(), on_span)
     reason = await loop.run()

@@ -18,6 +18,7 @@ from oresearch_cli.cli.common import (
     JsonOption,
     OutputOption,
     WsOption,
+    check_output,
     default_ws,
     err,
     out,
@@ -168,6 +169,7 @@ def run(
     ws: WsOption = default_ws(),
 ) -> None:
     """Answer a benchmark with a system; writes `reports` (full traces) and DRB's submission.jsonl."""
+    check_output(output)
     from oresearch_cli.stages.eval_run import EvalRunOptions, ModelSystem, run_model_eval, run_workflow_eval
     from oresearch_cli.stages.eval_settings import eval_settings
     from oresearch_cli.stages.research_run import RunOptions, parse_shard
@@ -222,6 +224,17 @@ def run(
             "reports",
         )
     _print_run(summary, workspace)
+    failed = summary.n_failed + summary.n_skipped_failed
+    if failed:
+        from oresearch_cli.errors import EXIT_PARTIAL
+
+        err.print(
+            f'{failed} questions failed (see `ores ws sql "select id, error from reports where status = '
+            "'failed'\"`); rerun with --retry-failed to redo them",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def _print_run(summary: ResearchSummary, workspace: Any) -> None:
@@ -362,6 +375,7 @@ def score(
     ws: WsOption = default_ws(),
 ) -> None:
     """Score reports: RACE (DRB's criteria, judge), rule metrics; one `scores` row per task."""
+    check_output(output)
     from oresearch_cli.stages.eval_score import ScoreOptions, run_score
     from oresearch_cli.stages.eval_settings import eval_settings
     from oresearch_cli.workspace import Workspace

@@ -18,6 +18,7 @@ from oresearch_cli.cli.common import (
     JsonOption,
     OutputOption,
     WsOption,
+    check_output,
     default_ws,
     err,
     out,
@@ -104,6 +105,7 @@ def filter_(
     ws: WsOption = default_ws(),
 ) -> None:
     """Filter traces: hard rules, near-duplicate removal, LLM judge; a verdict with reasons for each."""
+    check_output(output)
     if list_rules:
         _print_rules(as_json)
         return

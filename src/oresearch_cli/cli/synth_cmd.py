@@ -13,6 +13,7 @@ from oresearch_cli.cli import app
 from oresearch_cli.cli.common import FieldOption, FormatOption, OutputOption, WsOption, default_ws, err, table
 
 if TYPE_CHECKING:
+    from oresearch_cli.llm import LLMConfig
     from oresearch_cli.stages.synth import SynthSummary
 
 
@@ -105,12 +106,15 @@ def synth(
     ws: WsOption = default_ws(),
 ) -> None:
     """Synthesize one research trace per seed: planner -> parallel workers -> summarizer, into `traces`."""
+    from oresearch_cli.cli.common import check_output
     from oresearch_cli.cli.progress import ConsoleProgress
+    from oresearch_cli.errors import EXIT_PARTIAL
     from oresearch_cli.llm import load_config
     from oresearch_cli.records import write_jsonl
     from oresearch_cli.stages.synth import STAGE, parse_shard, run_synth, synth_options
     from oresearch_cli.workspace import Workspace
 
+    check_output(output)
     overrides = {
         "model": model,
         "planner.model": planner_model,
@@ -119,7 +123,7 @@ def synth(
         "base_url": base_url,
         "json_mode": json_mode,
     }
-    llm_config = load_config(config, overrides, require=["planner", "worker", "summarizer"])
+    llm_config = _with_models(load_config(config, overrides), ("planner", "worker", "summarizer"))
     flags = {
         "search": search,
         "crawl": crawl,
@@ -198,6 +202,21 @@ def synth(
             highlight=False,
             markup=False,
         )
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _with_models(llm_config: LLMConfig, roles: tuple[str, ...]) -> LLMConfig:
+    """`llm_config` with a role that has no model given the one its endpoint serves, when it
+    serves exactly one (`ores serve`), said in one line on stderr; else "no model set" as before."""
+    from oresearch_cli.llm.discover import fill_models
+
+    if any(not llm_config.roles[role].model for role in roles):
+        llm_config, notes = asyncio.run(fill_models(llm_config, roles))
+        for note in notes:
+            err.print(note, highlight=False, markup=False)
+    for role in roles:
+        llm_config.role(role)
+    return llm_config
 
 
 # The kinds of piece (`oresearch_cli.agent.authorship.PIECES`) as the summary names them.

@@ -6,7 +6,9 @@ answer is parsed strictly: every criterion present, an integer-like number in 0.
 reason. Malformed output is asked again with a stricter prompt that quotes what was wrong (up to
 `max_attempts` in all); if it stays malformed, the failure is recorded and the trace rejected with
 `judge-failed` (not cached, so a rerun tries again). A weak model therefore costs retries, never a
-crash or a silently made-up score.
+crash or a silently made-up score. An endpoint that refuses a call in a way every other trace would
+meet too (a rejected key, an unknown model: `llm.discover.is_fatal`) stops the batch with
+`JudgeStopped` when the caller asks for that (`ores filter` does).
 
 Results are cached in `cache/judge.sqlite`, keyed by hash(judge model, rubric version, question,
 trace text), so a rerun of the filter makes no judge call for a trace it already scored.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oresearch_cli.errors import OresError
 from oresearch_cli.filtering.config import JudgeSettings
 from oresearch_cli.migrations import Migration, migrate_sqlite, run_script
 from oresearch_cli.trace import CrawlPage, Observation, WebSearch, has_tags, parse
@@ -78,6 +81,41 @@ _EXAMPLE = "{" + ", ".join(f'"{c}": {{"score": <0-10>, "reason": "<one sentence>
 
 class JudgeOutputError(ValueError):
     """The judge's object does not fit the rubric."""
+
+
+class JudgeStopped(OresError):
+    """The judge's endpoint refused a call for a reason every other trace would meet too (a
+    rejected key, an unknown model): judging stops rather than reject each trace `judge-failed`."""
+
+
+class _StopOnFatal:
+    """An LLM client whose calls raise `JudgeStopped` for a fatal endpoint error (`is_fatal`).
+    `JudgeStopped` is no `LLMError`, so `ask_for_scores`, which turns those into a judgement
+    without scores, lets it through."""
+
+    def __init__(self, llm: Any) -> None:
+        self._llm = llm
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    async def chat(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._stop_on_fatal(self._llm.chat(*args, **kwargs))
+
+    async def chat_json(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._stop_on_fatal(self._llm.chat_json(*args, **kwargs))
+
+    @staticmethod
+    async def _stop_on_fatal(call: Any) -> Any:
+        from oresearch_cli.llm import LLMError
+        from oresearch_cli.llm.discover import is_fatal
+
+        try:
+            return await call
+        except LLMError as exc:
+            if is_fatal(exc):
+                raise JudgeStopped(str(exc)) from None
+            raise
 
 
 def check_scores(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -274,10 +312,16 @@ async def judge_all(
     settings: JudgeSettings,
     cache: JudgeCache,
     progress: Callable[[JudgeResult], None] | None = None,
+    *,
+    stop_on_fatal: bool = False,
 ) -> list[JudgeResult]:
     """Judge every task through `llm` (an open `LLMClient`), in input order; a task cached for
-    the judge's model makes no call, a new score is cached."""
+    the judge's model makes no call, a new score is cached. With `stop_on_fatal`, an endpoint
+    error every task would meet (`is_fatal`) raises `JudgeStopped` and cancels the rest; scores
+    given before it stay cached."""
     model = llm.config.role("judge").model
+    if stop_on_fatal:
+        llm = _StopOnFatal(llm)
     results: dict[str, JudgeResult] = {}
     todo: list[tuple[JudgeTask, str]] = []
     for task in tasks:
@@ -300,5 +344,11 @@ async def judge_all(
         if progress:
             progress(result)
 
-    await asyncio.gather(*(one(t, k) for t, k in todo))
+    running = [asyncio.ensure_future(one(t, k)) for t, k in todo]
+    try:
+        await asyncio.gather(*running)
+    finally:
+        for future in running:
+            future.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
     return [results[t.id] for t in tasks]

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from oresearch_cli.server.auth import BearerAuth
 from oresearch_cli.server.limits import BodyTooLarge, read_body
 from oresearch_cli.tools.backends.local import LocalSearch
+from oresearch_cli.tools.errors import BackendAuthError
 from oresearch_cli.tools.semantics import DEFAULT_NUM, clamp_num
 from oresearch_cli.tools.summarize import SummaryContext
 from oresearch_cli.tools.toolbox import Toolbox
@@ -66,6 +67,11 @@ class _State:
 
 def _bad_request(message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=400)
+
+
+def _upstream_refused(exc: BackendAuthError) -> JSONResponse:
+    """The server's own search or crawl API rejected its key: 502 with the line, not an observation."""
+    return JSONResponse({"error": str(exc)}, status_code=502)
 
 
 async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
@@ -188,7 +194,10 @@ def create_tools_app(
             return _bad_request("give the queries as 'q': 'first query | second query'")
         num = body.get("num", body.get("serp_num", DEFAULT_NUM))
         tools = await state.get()
-        observation = await tools.web_search(query, num=num)
+        try:
+            observation = await tools.web_search(query, num=num)
+        except BackendAuthError as exc:
+            return _upstream_refused(exc)
         if body.get("format") == "json":
             return JSONResponse(observation.to_dict())
         return JSONResponse(observation.text)
@@ -207,9 +216,12 @@ def create_tools_app(
             task=str(body.get("task") or ""),
         )
         tools = await state.get()
-        observation = await tools.crawl_page(
-            urls if isinstance(urls, str) else [str(u) for u in urls], context
-        )
+        try:
+            observation = await tools.crawl_page(
+                urls if isinstance(urls, str) else [str(u) for u in urls], context
+            )
+        except BackendAuthError as exc:
+            return _upstream_refused(exc)
         any_page = any(p.ok for p in observation.pages)
         return JSONResponse(
             {

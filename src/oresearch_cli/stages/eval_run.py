@@ -34,6 +34,7 @@ from oresearch_cli.records import write_jsonl
 from oresearch_cli.scoring.drb import QUERY_FILE, default_data_dir
 from oresearch_cli.stages.eval_settings import EvalSettings
 from oresearch_cli.stages.research_run import (
+    FatalResearchError,
     Researcher,
     ResearchSummary,
     RunOptions,
@@ -44,6 +45,7 @@ from oresearch_cli.stages.research_run import (
 from oresearch_cli.stages.single_model import ModelSystem, episode_record, open_generator
 from oresearch_cli.stages.synth import SynthOptions, TraceRecord, run_synth
 from oresearch_cli.tools import Toolbox, open_toolbox
+from oresearch_cli.tools.errors import BackendAuthError
 from oresearch_cli.workspace import Progress, RunContext, StageSpec, Status, Workspace
 
 SUBMISSION_FILE = "submission.jsonl"
@@ -111,6 +113,8 @@ async def answer_alone(
     started = time.perf_counter()
     try:
         episode = await research(seed.question, generator, toolbox, language=seed.language, budget=budget)
+    except BackendAuthError as exc:  # a rejected search key: every question would fail the same way
+        raise FatalResearchError(exc) from None
     except GeneratorError as exc:
         record = ReportRecord(seed.id, seed.question, seed.language, config_hash=config_hash, error=str(exc))
         record.models = json.dumps({"model": model})

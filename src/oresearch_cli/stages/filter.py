@@ -18,7 +18,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from oresearch_cli.errors import InputError
+from oresearch_cli.errors import InputError, OresError
 from oresearch_cli.filtering.config import FilterConfig, JudgeSettings
 from oresearch_cli.filtering.dedup import CODES as DEDUP_CODES
 from oresearch_cli.filtering.dedup import find_duplicates
@@ -27,6 +27,7 @@ from oresearch_cli.filtering.judge import CODES as JUDGE_CODES
 from oresearch_cli.filtering.judge import (
     JudgeCache,
     JudgeResult,
+    JudgeStopped,
     JudgeTask,
     cache_key,
     judge_all,
@@ -103,6 +104,7 @@ class FilterOptions:
     llm_config: str | None = None  # YAML with the judge role
     llm_overrides: dict[str, Any] = dc_field(default_factory=dict)  # e.g. {"judge.model": ...}
     limit: int | None = None
+    check_endpoint: bool = True  # fail before the run when the judge's endpoint does not answer
 
 
 @dataclass
@@ -271,6 +273,44 @@ def find_dups(
     }
 
 
+def uncached(ws: Workspace, model: str, tasks: list[JudgeTask]) -> int:
+    """How many of `tasks` the judge cache has no scores for (each of those costs a call)."""
+    if not tasks:
+        return 0
+    lookup = JudgeCache.for_workspace(ws)
+    try:
+        return sum(lookup.get(cache_key(model, t.question, t.text)) is None for t in tasks)
+    finally:
+        lookup.close()
+
+
+async def check_judge_endpoint(llm_config: Any, timeout: float = 5.0) -> None:
+    """Fail before the run starts when the judge's endpoint does not answer at all."""
+    from oresearch_cli.llm.discover import first_unreachable
+
+    dead = await first_unreachable(llm_config.role("judge").base_urls, timeout)
+    if dead is not None:
+        url, why = dead
+        raise OresError(
+            f"judge endpoint {url} is unreachable ({why}); start it (e.g. `ores serve`) or point "
+            "--judge-base-url / ORES_JUDGE_BASE_URL / OPENAI_BASE_URL at a running one, or pass --no-judge"
+        )
+
+
+def check_judged(results: list[JudgeResult]) -> None:
+    """Stop when the judge's endpoint failed every call it was asked (it went away during the run,
+    or never answered): rejecting every trace `judge-failed` would say nothing about the traces.
+    A reply that did not parse, or an endpoint failing some of the calls, stays per trace."""
+    asked = [r for r in results if not r.cached]
+    failed = [r for r in asked if r.scores is None and (r.error or "").startswith("endpoint:")]
+    if asked and len(failed) == len(asked):
+        detail = (failed[0].error or "").removeprefix("endpoint:").strip()
+        raise OresError(
+            f"filter: the judge gave no score for any of {len(asked)} traces ({detail}); start the "
+            "judge's endpoint or fix its settings and rerun, or pass --no-judge for the rules alone"
+        )
+
+
 async def judge(
     stack: contextlib.AsyncExitStack,
     run: RunContext,
@@ -286,7 +326,15 @@ async def judge(
     calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id))
     llm = await stack.enter_async_context(LLMClient(llm_config, calls))
     run.progress.start("judge", len(tasks))
-    return await judge_all(tasks, llm, settings, cache, progress=lambda _: run.progress.advance())
+    try:
+        return await judge_all(
+            tasks, llm, settings, cache, progress=lambda _: run.progress.advance(), stop_on_fatal=True
+        )
+    except JudgeStopped as exc:
+        raise JudgeStopped(
+            f"{exc} (filter stopped; the scores given so far are cached, so the rerun after the fix "
+            "does not ask for them again)"
+        ) from None
 
 
 def verdict_rows(
@@ -346,7 +394,10 @@ async def run_filter(
     progress: Progress | None = None,
 ) -> FilterResult:
     """Rules -> dedup -> judge -> rows, as one `filter` run. Everything is read and checked (the
-    input, the judge's configuration) before the workspace is touched."""
+    input, the judge's configuration, its endpoint when a trace needs a call) before the run
+    starts. A judge endpoint that rejects the key or does not know the model, or that fails every
+    call, stops the run with an `OresError` (the run marked failed, the scores given cached); a
+    reply that does not parse stays that trace's `judge-failed`."""
     options = options or FilterOptions()
     cfg = options.config
     progress = progress or NoProgress()
@@ -367,14 +418,20 @@ async def run_filter(
         "source": inputs.origin,
     }
     judged: dict[int, JudgeResult] = {}
+    to_judge: list[int] = []
+    tasks: list[JudgeTask] = []
+    if llm_config is not None:
+        to_judge = [i for i, o in enumerate(outcomes) if o.passed and i not in duplicate_of]
+        tasks = [
+            JudgeTask(items[i].id, items[i].question, items[i].text, outcomes[i].report) for i in to_judge
+        ]
+        if options.check_endpoint and judge_model is not None and uncached(ws, judge_model, tasks):
+            await check_judge_endpoint(llm_config)
     async with contextlib.AsyncExitStack() as stack:
         run = stack.enter_context(ws.start_run(FILTER, config, inputs=[inputs.origin], progress=progress))
         if llm_config is not None:
-            to_judge = [i for i, o in enumerate(outcomes) if o.passed and i not in duplicate_of]
-            tasks = [
-                JudgeTask(items[i].id, items[i].question, items[i].text, outcomes[i].report) for i in to_judge
-            ]
             results = await judge(stack, run, llm_config, tasks, cfg.judge)
+            check_judged(results)
             judged = dict(zip(to_judge, results, strict=True))
         rows = verdict_rows(inputs, outcomes, duplicate_of, judged, cfg, judge_model)
         for row in rows:

@@ -81,18 +81,13 @@ def episode_record(
 
 async def served_model_name(base_url: str) -> str:
     """The first model a server lists on /v1/models."""
-    import httpx
-
+    from oresearch_cli.llm.discover import served_models
     from oresearch_cli.llm.redact import safe_url
 
-    async with httpx.AsyncClient(timeout=10.0) as client:
-        response = await client.get(base_url.rstrip("/") + "/models")
-    try:
-        return str(response.json()["data"][0]["id"])
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise OresError(
-            f"--model {safe_url(base_url)}: /models lists no model; pass --served-model NAME"
-        ) from None
+    models = await served_models(base_url, timeout=10.0)
+    if not models:
+        raise OresError(f"--model {safe_url(base_url)}: /models lists no model; pass --served-model NAME")
+    return models[0]
 
 
 def local_model(ws: Workspace, name: str, what: str) -> str:

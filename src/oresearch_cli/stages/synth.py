@@ -26,6 +26,7 @@ from oresearch_cli.agent.workflow import ResearchResult
 from oresearch_cli.config import load_recipe, resolve
 from oresearch_cli.errors import OresError
 from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig, LLMError
+from oresearch_cli.llm.discover import is_fatal
 from oresearch_cli.stages.research_run import (
     FatalResearchError,
     Researcher,
@@ -39,6 +40,7 @@ from oresearch_cli.stages.research_run import (
     shard_of,
 )
 from oresearch_cli.tools import Toolbox, open_toolbox
+from oresearch_cli.tools.errors import BackendAuthError
 from oresearch_cli.trace import trace_stats
 from oresearch_cli.workspace import ArtifactRecord, Progress, RunContext, StageSpec, Status, Workspace
 
@@ -51,6 +53,7 @@ __all__ = [
     "SynthSettings",
     "SynthSummary",
     "TraceRecord",
+    "is_fatal",
     "load_seeds",
     "parse_shard",
     "run_synth",
@@ -186,17 +189,6 @@ async def check_endpoints(llm_config: LLMConfig, timeout: float = 5.0) -> None:
 
 # -- one seed --------------------------------------------------------------------------------------
 
-# HTTP statuses that say the configuration is wrong (key, permissions, model name, base URL), not
-# this seed: every other seed would fail the same way, and recording them all as failed would make
-# a plain rerun after the fix skip them. So they stop the run instead (see `_Fatal`).
-_FATAL_STATUSES = (401, 403, 404)
-
-
-def is_fatal(exc: LLMError) -> bool:
-    """Whether an endpoint error is the user's setup (stop the run) rather than this seed's."""
-    quota = exc.status == 429 and not exc.retryable  # insufficient_quota: no retry will help
-    return exc.status in _FATAL_STATUSES or quota
-
 
 def fill_from_result(record: TraceRecord, result: ResearchResult) -> None:
     """A finished workflow trace into its row: done, the trace, report, problems, counts, steps."""
@@ -232,7 +224,12 @@ async def synth_one(
     config_hash: str,
     models: dict[str, str],
 ) -> TraceRecord:
-    """The `traces` record of one seed: done (valid or not, with its problems) or failed (error)."""
+    """The `traces` record of one seed: done (valid or not, with its problems) or failed (error).
+
+    An endpoint error that is the user's setup (`is_fatal`: a rejected key, an unknown model) or a
+    search or crawl API that rejects its key (`BackendAuthError`) would fail every other seed the
+    same way, and recording them all as failed would make a plain rerun after the fix skip them:
+    those raise `FatalResearchError`, which stops the run."""
     record = TraceRecord(seed.id, seed.question, seed.language, config_hash=config_hash)
     meter = Meter()
     started = time.perf_counter()
@@ -244,6 +241,8 @@ async def synth_one(
         if is_fatal(exc):
             raise FatalResearchError(exc) from None
         record.error = str(exc)
+    except BackendAuthError as exc:  # a search or crawl API rejected its key
+        raise FatalResearchError(exc) from None
     except OresError as exc:
         record.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - one seed's bug must not end the run; it is recorded
@@ -275,7 +274,8 @@ async def run_synth(
 
     Everything a user can get wrong (no seeds, unknown corpus or backend, no model, unreachable
     endpoint) raises `OresError` before the run is registered. An endpoint that rejects the key or
-    does not know the model (`is_fatal`) stops the run with an `OresError`, the run marked failed.
+    does not know the model (`is_fatal`), or a search or crawl API that rejects its key
+    (`BackendAuthError`), stops the run with an `OresError`, the run marked failed.
     Ctrl-C abandons the traces in flight. Either way, finished traces are kept for the rerun and
     the run is marked interrupted or failed, and its LLM calls are registered.
 

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from oresearch_cli.tools.errors import BackendConfigError, BackendResponseError, BackendUnavailableError
+from oresearch_cli.tools.errors import BackendAuthError, BackendResponseError, BackendUnavailableError
 from oresearch_cli.tools.ratelimit import BackendLimiter, parse_retry_after
 
 USER_AGENT = "ores/0.1 (research agent tools)"
@@ -164,9 +164,13 @@ class ApiClient:
             if many_keys and len(rejected) < len(self.keys):  # type: ignore[arg-type]
                 self.keys.rotate(key_index)  # type: ignore[union-attr]
                 raise _Retry(f"HTTP {status}: the API rejected the key", wait=0.0)
+            if self.keys is None:  # no key to blame: the server refuses this client (SearXNG without JSON)
+                raise BackendAuthError(
+                    f"{self.name}: {_origin(url)} refused access (HTTP {status}); check {self.env_hint or 'the backend URL'} and that the server allows these requests"
+                )
             which = "every API key" if many_keys else "the API key"
-            raise BackendConfigError(
-                f"{self.name}: the API rejected {which} (HTTP {status}); check {self.keys.env_name if self.keys else 'the API key'}"
+            raise BackendAuthError(
+                f"{self.name}: the API rejected {which} (HTTP {status}); check {self.keys.env_name}"
             )
         if status == 429:
             limited.add(key_index)

@@ -18,6 +18,11 @@ class BackendConfigError(ToolError):
     """A backend is missing its configuration: an API key, an endpoint URL, an unknown spec."""
 
 
+class BackendAuthError(BackendConfigError):
+    """The service rejected the backend's API key (HTTP 401/403 on every key): every other call
+    would fail the same way, so the agent-facing tools raise it instead of observing it."""
+
+
 class BackendUnavailableError(ToolError):
     """A backend could not be reached, timed out, or kept failing after retries."""
 
@@ -43,6 +48,7 @@ class CorpusInputError(InputError):
 
 
 __all__ = [
+    "BackendAuthError",
     "BackendConfigError",
     "BackendResponseError",
     "BackendUnavailableError",

@@ -5,8 +5,10 @@ Two layers:
 
 * the library API, `search(queries, num) -> SearchResult` and `crawl(url) -> Page`, raises a
   `ToolError` when it cannot answer (every query failed, the page could not be read);
-* the agent-facing API, `web_search(...)` / `crawl_page(...)` / `call(tool, argument)`, never
-  raises a `ToolError`: failures become observation text the agent reads (and `Observation.errors`).
+* the agent-facing API, `web_search(...)` / `crawl_page(...)` / `call(tool, argument)`, turns
+  failures into observation text the agent reads (and `Observation.errors`), with one exception:
+  a backend whose API key the service rejects (HTTP 401/403) raises `BackendAuthError`, since
+  every later call would fail the same way and a run of "Search failed" observations is no data.
 
 Searches go through the cache per (backend, query, count); crawls per (backend, URL). URLs of a
 local corpus (its own or `corpus://NAME/ID`) are answered from the corpus without network.
@@ -25,7 +27,7 @@ from oresearch_cli.textutil.urls import canonical_url
 from oresearch_cli.tools.backends.local import LocalCrawl
 from oresearch_cli.tools.base import CrawlBackend, Observation, Page, SearchBackend, SearchHit, SearchResult
 from oresearch_cli.tools.cache import ToolCache
-from oresearch_cli.tools.errors import BackendConfigError, FetchError, ToolError
+from oresearch_cli.tools.errors import BackendAuthError, BackendConfigError, FetchError, ToolError
 from oresearch_cli.tools.semantics import (
     DEFAULT_CRAWL_CHARS,
     DEFAULT_NUM,
@@ -122,7 +124,8 @@ class Toolbox:
 
     async def search(self, queries: str | Sequence[str], num: int | None = None) -> SearchResult:
         """Search each query (`a | b` or a list) for its share of `num` results, de-duplicated
-        by URL. Raises `ToolError` when no query could be answered."""
+        by URL. Raises `ToolError` when no query could be answered (`BackendAuthError` at once
+        when the backend's key is rejected)."""
         result = await self._search(
             split_queries(queries), clamp_num(num, self.config.default_num, self.config.max_num)
         )
@@ -158,6 +161,9 @@ class Toolbox:
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, BaseException) and not isinstance(outcome, ToolError):
+                raise outcome
+        for outcome in outcomes:
+            if isinstance(outcome, BackendAuthError):
                 raise outcome
         return SearchResult(backend=backend.name, num=num, results=merge_results(queries, outcomes, shares))
 
@@ -221,7 +227,7 @@ class Toolbox:
 
     async def web_search(self, argument: str | Sequence[str], num: int | str | None = None) -> Observation:
         """The observation for `<web_search>argument</web_search>`; `argument` may carry
-        `&serp_num=N` (an explicit `num` wins). Never raises `ToolError`."""
+        `&serp_num=N` (an explicit `num` wins). Raises no `ToolError` but `BackendAuthError`."""
         if isinstance(argument, str):
             request = parse_search_argument(argument, self.config.default_num, self.config.max_num)
             queries, count = request.queries, request.num
@@ -234,6 +240,8 @@ class Toolbox:
             return Observation(tool="web_search", text=message, errors=[message])
         try:
             result = await self._search(queries, count)
+        except BackendAuthError:
+            raise
         except ToolError as exc:
             return Observation(tool="web_search", text=f"web_search failed: {exc}", errors=[str(exc)])
         errors = [f"{r.query}: {r.error}" for r in result.results if r.error]
@@ -246,7 +254,7 @@ class Toolbox:
     ) -> Observation:
         """The observation for `<crawl_page>argument</crawl_page>`: each page's main text cut to
         `crawl_max_chars` (or its summary). Pages are fetched concurrently; a failed page is
-        described in place. Never raises `ToolError`."""
+        described in place. Raises no `ToolError` but `BackendAuthError` (a crawl API's key rejected)."""
         urls = parse_crawl_argument(argument)
         if not urls:
             message = f"crawl_page needs at least one URL; {CRAWL_USAGE}"
@@ -256,6 +264,9 @@ class Toolbox:
         outcomes = await asyncio.gather(*(self._crawl(u) for u in urls), return_exceptions=True)
         pages: list[Page] = []
         errors: list[str] = []
+        for outcome in outcomes:
+            if isinstance(outcome, BackendAuthError):
+                raise outcome
         for url, outcome in zip(urls, outcomes, strict=True):
             if isinstance(outcome, ToolError):
                 errors.append(str(outcome))
@@ -288,7 +299,8 @@ class Toolbox:
         await asyncio.gather(*(one(p) for p in pages if p.ok))
 
     async def call(self, tool: str, argument: str, context: SummaryContext | None = None) -> Observation:
-        """Run the tool call the agent wrote (`web_search` or `crawl_page`) and return what it sees."""
+        """Run the tool call the agent wrote (`web_search` or `crawl_page`) and return what it sees;
+        raises `BackendAuthError` when the backend's API key is rejected."""
         if tool == "web_search":
             return await self.web_search(argument)
         if tool == "crawl_page":
