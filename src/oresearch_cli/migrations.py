@@ -111,6 +111,26 @@ def migrate_sqlite(db: sqlite3.Connection, steps: Sequence[Migration], *, where:
     )
 
 
+# The DuckDB catalog's table of item leases (catalog version 3; `workspace/leases.py` owns its
+# use). One row per (scope, item): `scope` is `<stage>:<config hash>`; `state` is `held` while a
+# process works on the item (its run, pid and host, renewed before `expires_at`) and `settled`
+# once the item's record is written (`status` says done or failed). No key constraint: every
+# change happens in a transaction of the one process that holds the catalog's write lock.
+CATALOG_LEASES = """
+CREATE TABLE IF NOT EXISTS leases (
+    scope VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    state VARCHAR NOT NULL,         -- held | settled
+    status VARCHAR,                 -- of a settled item: done | failed
+    run_id VARCHAR NOT NULL,
+    pid INTEGER NOT NULL,
+    hostname VARCHAR NOT NULL,
+    expires_at TIMESTAMP NOT NULL,  -- UTC: a held lease past it may be taken over
+    updated_at TIMESTAMP NOT NULL   -- UTC
+)
+"""
+
+
 def run_script(sql: str) -> Callable[[Any], None]:
     """A step that runs SQL statements separated by `;` (both DuckDB and SQLite take them one by one)."""
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from oresearch_cli.cli import app
-from oresearch_cli.cli.common import JsonOption, WsOption, default_ws, out, print_json, table
+from oresearch_cli.cli.common import JsonOption, WsOption, check_output, default_ws, out, print_json, table
 from oresearch_cli.records import write_jsonl
 from oresearch_cli.workspace import Workspace
 
@@ -46,11 +46,25 @@ def status(ws: WsOption = default_ws(), as_json: JsonOption = False) -> None:
         return
     runs = ", ".join(f"{n} {s}" for s, n in sorted(info.runs_by_status.items())) or "none"
     out.print(f"[bold]workspace[/] {info.root}  (schema {info.schema_version})  runs: {runs}")
-    rows = [[k.kind, k.n_rows, _fmt_breakdown(k.breakdown), k.latest_run, k.n_artifacts] for k in info.kinds]
+    rows = [
+        [
+            k.kind,
+            k.n_rows,
+            "[red]unusable, see below[/]" if k.problem else _fmt_breakdown(k.breakdown),
+            k.latest_run,
+            k.n_artifacts,
+        ]
+        for k in info.kinds
+    ]
     if rows:
         out.print(table(None, ["artifact", "rows", "breakdown", "latest run", "runs"], rows))
     else:
         out.print("no artifacts yet: start with `ores seed FILE`")
+    from rich.markup import escape
+
+    for k in info.kinds:
+        if k.problem:
+            out.print(f"[red]problem:[/] {escape(k.problem)}", highlight=False)
     kinds = ", ".join(
         f"{kind} {c['entries']:,} entries ({c['hits']:,} hits, {c['misses']:,} misses)"
         for kind, c in cache["kinds"].items()
@@ -134,13 +148,28 @@ def export(
     ],
     ws: WsOption = default_ws(),
 ) -> None:
-    """Write an artifact out as Parquet or JSONL."""
+    """Write an artifact out as Parquet or JSONL (never into the workspace's own artifacts)."""
+    check_output(output)
     workspace = Workspace.open(ws, create=False)
     if output == "-":
         write_jsonl(workspace.read_artifact(workspace.resolve_artifact(what)), sys.stdout)
         return
     n = workspace.export(what, Path(output))
     out.print(f"wrote {n} rows to {output}")
+
+
+def _json_safe(value: object) -> object:
+    """`value` with NaN and infinities as None: JSON has no such numbers (`json.dumps` would write
+    `NaN`, which JSON parsers refuse)."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @ws_app.command("sql")
@@ -155,6 +184,87 @@ def sql(
     workspace = Workspace.open(ws, create=False)
     columns, rows = workspace.sql(query)
     if as_json:
-        print_json([dict(zip(columns, row, strict=True)) for row in rows])
+        print_json([_json_safe(dict(zip(columns, row, strict=True))) for row in rows])
         return
     out.print(table(None, columns, [list(row) for row in rows]))
+
+
+@ws_app.command("merge")
+def merge(
+    workspaces: Annotated[
+        list[Path],
+        typer.Argument(help="Workspaces to fold in: one per shard (`ores synth --shard i/N --ws ...`)."),
+    ],
+    into: Annotated[
+        Path,
+        typer.Option(
+            "--into", envvar="ORES_WS", help="The workspace that receives them (created if missing)."
+        ),
+    ] = default_ws(),
+    as_json: JsonOption = False,
+) -> None:
+    """Combine shard workspaces into one: runs, artifacts, call logs, caches; each item once."""
+    from oresearch_cli.workspace.merge import merge_workspaces
+
+    summary = merge_workspaces(workspaces, into)
+    if as_json:
+        print_json(summary.to_dict())
+        return
+    rows = [
+        [
+            s.root,
+            s.runs_copied,
+            s.runs_present,
+            s.runs_stopped,
+            s.files_copied,
+            s.cache_entries,
+            ", ".join(s.corpora),
+        ]
+        for s in summary.sources
+    ]
+    columns = [
+        "workspace",
+        "runs copied",
+        "already here",
+        "copied as interrupted",
+        "files",
+        "cache entries",
+        "corpora",
+    ]
+    out.print(table("sources", columns, rows))
+    if summary.groups:
+        rows = [
+            [
+                g.stage,
+                g.kind,
+                g.config_hash,
+                g.workspaces,
+                g.rows_in,
+                g.items,
+                g.duplicates,
+                g.identical,
+                g.run_id or "-",
+            ]
+            for g in summary.groups
+        ]
+        columns = [
+            "stage",
+            "kind",
+            "config",
+            "workspaces",
+            "rows in",
+            "items",
+            "duplicates",
+            "identical",
+            "merged run",
+        ]
+        out.print(table("combined", columns, rows))
+    shown = summary.duplicates[:20]
+    if shown:
+        rows = [[d.kind, d.item_id, d.kept, d.kept_status, ", ".join(d.dropped), d.reason] for d in shown]
+        out.print(
+            table("duplicates resolved", ["kind", "id", "kept from", "status", "dropped from", "why"], rows)
+        )
+        if len(summary.duplicates) > len(shown):
+            out.print(f"... and {len(summary.duplicates) - len(shown)} more (--json lists them all)")
+    out.print(f"merged {len(summary.sources)} workspaces into {summary.into}", highlight=False)

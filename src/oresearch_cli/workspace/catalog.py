@@ -8,14 +8,21 @@ file is retried for a while instead of failing at once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import duckdb
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from oresearch_cli.errors import WorkspaceError
-from oresearch_cli.migrations import Migration, latest_version, migrate, run_script, too_new
+from oresearch_cli.migrations import (
+    CATALOG_LEASES,
+    Migration,
+    latest_version,
+    migrate,
+    run_script,
+    too_new,
+)
 
 LOCK_TIMEOUT_S = 60.0
 
@@ -76,9 +83,12 @@ INSERT INTO run_logs
        OR (stage = 'filter' AND json_extract_string(config_json, '$.judge_model') IS NOT NULL)
 """
 
+# Version 3: item leases, so that processes running one stage with one config on one workspace
+# split its items instead of each doing all of them (`workspace/leases.py`, `CATALOG_LEASES`).
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, artifacts and item statuses", run_script(_V1)),
     Migration(2, "logs written beside a run's items", run_script(_V2)),
+    Migration(3, "item leases of cooperating runs", run_script(CATALOG_LEASES)),
 )
 SCHEMA_VERSION = latest_version(MIGRATIONS)
 
@@ -127,6 +137,27 @@ def connect(
         yield con
     finally:
         con.close()
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, readable: Iterable[str | Path]) -> None:
+    """Confine a (read-only) connection for user queries: files other than the catalog and
+    `readable` cannot be read or written, no extension is installed or loaded, Python variables
+    are not scanned, and the settings cannot be changed back. DuckDB still lets a COPY write to a
+    readable file, so `Workspace.sql` also allows only reading statements."""
+    paths = ", ".join(_quote(str(p)) for p in readable)
+    for statement in (
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        "SET python_enable_replacements = false",
+        f"SET allowed_paths = [{paths}]",
+        "SET enable_external_access = false",  # after allowed_paths: it refuses changes to them
+        "SET lock_configuration = true",
+    ):
+        con.execute(statement)
 
 
 def _stored_version(con: duckdb.DuckDBPyConnection) -> int:

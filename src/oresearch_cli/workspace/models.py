@@ -136,6 +136,9 @@ class KindStatus:
     n_rows: int
     n_artifacts: int
     breakdown: dict[str, dict[str, int]] = field(default_factory=dict)  # column -> value -> count
+    # Why the latest artifact cannot be used (missing, changed since its run wrote it, corrupt),
+    # worded `where: what; how to fix`; None when it checks out.
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ class WorkspaceStatus:
                     "n_rows": k.n_rows,
                     "n_artifacts": k.n_artifacts,
                     "breakdown": k.breakdown,
+                    "problem": k.problem,
                 }
                 for k in self.kinds
             ],

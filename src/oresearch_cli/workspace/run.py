@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from oresearch_cli.files import iter_jsonl_tolerant, sha256_file
 from oresearch_cli.records import dumps
 from oresearch_cli.workspace.catalog import connect
+from oresearch_cli.workspace.leases import DEFAULT_TTL_S, LeaseBook, scope_of, utcnow
 from oresearch_cli.workspace.models import ArtifactInfo
 from oresearch_cli.workspace.progress import NoProgress, Progress
 from oresearch_cli.workspace.records import ArtifactRecord, RunStatus, Status, record_type, to_table
@@ -124,6 +125,8 @@ class RunContext:
         prior_sources: list[Path],
         prior: dict[str, str],
         progress: Progress | None = None,
+        *,
+        resume: bool = False,
     ) -> None:
         self.ws = ws
         self.run_id = run_id
@@ -139,6 +142,10 @@ class RunContext:
         # id -> status of items earlier runs with the same config already produced.
         self.prior: dict[str, str] = prior
         self._prior_sources = prior_sources
+        # A resumed run looks again when it finishes: a sibling process on the same stage and
+        # config may have written (or finished) items meanwhile, and this artifact must hold them.
+        self.resume = resume
+        self.started_at = utcnow()  # UTC, as leases compare times
         self._logs: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._fh = self.jsonl_path.open("a", encoding="utf-8")
@@ -181,6 +188,17 @@ class RunContext:
             self._logs[kind] = path
         return path
 
+    def leases(self, ttl_s: float = DEFAULT_TTL_S) -> LeaseBook:
+        """This run's item leases, shared with every run of its stage and config hash (see
+        `workspace/leases.py`): claim an item before working on it, settle it once written."""
+        return LeaseBook(
+            self.ws.catalog_path,
+            scope_of(self.stage, self.config_hash),
+            self.run_id,
+            ttl_s=ttl_s,
+            since=self.started_at,
+        )
+
     def add_artifact(self, kind: str, path: Path, n_rows: int, format: str = "parquet") -> ArtifactInfo:
         """Register a finished file of this run (a checkpoint, a score table) as a `kind` artifact."""
         artifact = ArtifactInfo(self.run_id, kind, path, format, n_rows, sha256_file(path), datetime.now())
@@ -194,10 +212,22 @@ class RunContext:
 
     # -- ending ----------------------------------------------------------------------------------
 
+    def _current_sources(self) -> list[Path]:
+        """What earlier and sibling runs of this stage and config hold now (not this run's JSONL).
+        A sibling that finishes meanwhile swaps its JSONL for its Parquet: look again then."""
+        for _ in range(5):
+            sources = [
+                p for p in self.ws.resume_sources(self.stage, self.config_hash) if p != self.jsonl_path
+            ]
+            if all(p.exists() for p in sources):
+                return sources
+        return [p for p in sources if p.exists()]
+
     def _merged_records(self) -> tuple[list[dict[str, Any]], int]:
         merged: dict[str, dict[str, Any]] = {}
         from_prior: set[str] = set()
-        for source in self._prior_sources:
+        sources = self._current_sources() if self.resume else self._prior_sources
+        for source in sources:
             for record in iter_source(source):
                 merged[str(record["id"])] = record
                 from_prior.add(str(record["id"]))
@@ -278,6 +308,12 @@ class RunContext:
         self.closed = True
         self.progress.stop()
         self._register_logs()
+        if self.resume:
+            # A sibling that died while this run went on (kill -9) left its logs unregistered.
+            try:
+                self.ws.register_orphan_logs(self.stage)
+            except Exception:  # noqa: BLE001 - bookkeeping of another run must not fail this one
+                log.exception("could not register the logs of an earlier %s run", self.stage)
 
     def _register_logs(self) -> None:
         for kind, path in self._logs.items():

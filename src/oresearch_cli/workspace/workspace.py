@@ -14,11 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from oresearch_cli.errors import WorkspaceError
+from oresearch_cli.errors import InputError, WorkspaceError
+from oresearch_cli.files import sha256_file
 from oresearch_cli.records import write_records
-from oresearch_cli.workspace.catalog import SCHEMA_VERSION, check_schema_readonly, connect, ensure_schema
+from oresearch_cli.workspace.catalog import (
+    SCHEMA_VERSION,
+    check_schema_readonly,
+    connect,
+    ensure_schema,
+    lock_down,
+)
 from oresearch_cli.workspace.models import ArtifactInfo, KindStatus, RunInfo, WorkspaceStatus, config_hash
 from oresearch_cli.workspace.progress import Progress
 from oresearch_cli.workspace.records import RunStatus, Status
@@ -29,9 +37,20 @@ log = logging.getLogger(__name__)
 CATALOG_NAME = "ores.duckdb"
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # Catalog tables; artifact kinds may not shadow them as views.
-_RESERVED = {"meta", "runs", "artifacts", "items", "run_logs"}
+_RESERVED = {"meta", "runs", "artifacts", "items", "run_logs", "leases"}
 # Columns worth counting by value in `ws status` when an artifact has them.
 BREAKDOWN_COLUMNS = ("language", "status", "verdict")
+# The folders whose files only stages write: `ws export` refuses to write into them.
+_OWNED_DIRS = ("artifacts", "models", "cache", "corpora")
+# Statements `ws sql` runs (SHOW, DESCRIBE and SUMMARIZE parse as SELECT); anything else could
+# write (COPY, ATTACH, INSTALL, SET...).
+_READING_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# The command that makes a stage's artifacts, where it is not `ores <stage>`.
+_STAGE_COMMANDS = {"eval": "eval run", "score": "eval score", "serve": "serve --agent"}
+# Files whose checksum matched, keyed by (path, size, mtime_ns): each artifact is hashed once per
+# process (a stage reads its input through require_latest and read_artifact). A change that keeps
+# both size and mtime is caught by the next process.
+_VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
 class Workspace:
@@ -129,7 +148,7 @@ class Workspace:
                     datetime.now(),
                 ],
             )
-        return RunContext(self, run_id, spec, config, chash, prior_sources, prior, progress)
+        return RunContext(self, run_id, spec, config, chash, prior_sources, prior, progress, resume=resume)
 
     def register_orphan_logs(self, stage: str) -> list[str]:
         """Register the logs (LLM calls...) of earlier `stage` runs that never registered theirs:
@@ -170,7 +189,7 @@ class Workspace:
             if run.status == RunStatus.DONE:
                 # Only the stage's own kind: a run may also register others (synth's `llm_calls`).
                 artifacts = self.artifacts(run_id=run.run_id, kind=run.kind)
-                sources = [a.path for a in artifacts if a.path.exists()]
+                sources = [a.path for a in artifacts if self._usable(a)]
             else:
                 jsonl = self.run_dir(stage, run.run_id) / f"{run.kind}.jsonl"
                 if jsonl.exists():
@@ -257,8 +276,7 @@ class Workspace:
             raise WorkspaceError(
                 f"{self.root}: no '{kind}' artifact yet; run `ores {producer}` first or pass an input file"
             )
-        if not artifact.path.exists():
-            raise WorkspaceError(f"{artifact.path}: artifact file is missing; rerun `ores {producer}`")
+        self.verify_artifact(artifact)
         return artifact
 
     def resolve_artifact(self, kind_or_run: str) -> ArtifactInfo:
@@ -280,12 +298,89 @@ class Workspace:
             raise WorkspaceError(f"run {run.run_id} has no finished artifact (status {run.effective_status})")
         return artifacts[0]
 
+    def _recovery(self, artifact: ArtifactInfo) -> str:
+        """How to get a good copy of `artifact` back: rerun the stage that made it."""
+        with connect(self.catalog_path, read_only=True) as con:
+            row = con.execute("SELECT stage FROM runs WHERE run_id = ?", [artifact.run_id]).fetchone()
+        if row is None:
+            return f"rerun the stage that made run {artifact.run_id}"
+        command = _STAGE_COMMANDS.get(row[0], row[0])
+        return f"rerun `ores {command}` to make it again (run {artifact.run_id} made it)"
+
+    def verify_artifact(self, artifact: ArtifactInfo) -> None:
+        """Check that the artifact's file is there and is what its run wrote: the sha256 stored in
+        the catalog. Raises a WorkspaceError that names the file and the stage to rerun."""
+        path = artifact.path
+        try:
+            stat = path.stat()
+        except OSError:
+            raise WorkspaceError(
+                f"{path}: the {artifact.kind} artifact file is missing; {self._recovery(artifact)}"
+            ) from None
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED.get(key) == artifact.sha256:
+            return
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise WorkspaceError(
+                f"{path}: cannot read the {artifact.kind} artifact ({exc.strerror}); check its permissions"
+            ) from None
+        if actual != artifact.sha256:
+            damage = "was changed after its run wrote it"
+            if artifact.format == "parquet":
+                problem = _parquet_problem(path)
+                if problem:
+                    damage = f"is corrupt ({problem})"
+            raise WorkspaceError(
+                f"{path}: the {artifact.kind} artifact {damage} (sha256 {actual[:12]}, the catalog has "
+                f"{artifact.sha256[:12]}); {self._recovery(artifact)}"
+            )
+        _VERIFIED[key] = actual
+
+    def _usable(self, artifact: ArtifactInfo) -> bool:
+        """Whether a finished artifact can be resumed from; a changed one is left out (with a
+        warning) so that the rerun the error messages advise makes its items again."""
+        if not artifact.path.exists():
+            return False
+        try:
+            self.verify_artifact(artifact)
+        except WorkspaceError as exc:
+            log.warning("not resuming from it: %s", exc)
+            return False
+        return True
+
     def read_artifact(self, artifact: ArtifactInfo) -> list[dict[str, Any]]:
-        return list(iter_source(artifact.path))
+        """The artifact's rows, after checking it is the file its run wrote."""
+        self.verify_artifact(artifact)
+        try:
+            return list(iter_source(artifact.path))
+        except (pa.ArrowException, OSError) as exc:
+            raise WorkspaceError(
+                f"{artifact.path}: cannot read the {artifact.kind} artifact "
+                f"({_first_line(exc)}); "
+                f"{self._recovery(artifact)}"
+            ) from None
+
+    def _refuse_owned(self, out: Path) -> None:
+        """Refuse an export path inside the folders (and the catalog) that only stages write."""
+        target = out.resolve()
+        if not target.is_relative_to(self.root) or target == self.root:
+            return
+        first = target.relative_to(self.root).parts[0]
+        if first in _OWNED_DIRS or first.startswith(CATALOG_NAME):
+            raise InputError(
+                f"{out}: is inside the workspace's {first}, which only ores stages write; "
+                "export to a path outside the workspace's artifacts, models, cache, corpora and catalog"
+            )
 
     def export(self, kind_or_run: str, out: Path) -> int:
+        """Write an artifact to `out` (.parquet, or JSONL and the other record formats); never
+        into the workspace's own files."""
+        self._refuse_owned(out)
         artifact = self.resolve_artifact(kind_or_run)
         if out.suffix == ".parquet":
+            self.verify_artifact(artifact)
             table = pq.read_table(artifact.path)
             out.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, out)
@@ -313,19 +408,50 @@ class Workspace:
         con.execute(f'CREATE OR REPLACE VIEW "{kind}_all" AS ' + " UNION ALL BY NAME ".join(parts))
 
     def sql(self, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Run a read-only query over the catalog and the artifact views."""
+        """Run a read-only query over the catalog and the artifact views.
+
+        Read-only three ways: the catalog is opened read-only; the connection can touch no file
+        but the catalog and the registered artifacts, install or load no extension, and its
+        settings are locked (`catalog.lock_down`); and only reading statements run, since DuckDB
+        would let a COPY overwrite an artifact it may read."""
+        if not query.strip():
+            raise InputError('ws sql: the query is empty; pass one, e.g. `ores ws sql "show tables"`')
         with connect(self.catalog_path, read_only=True) as con:
+            # Views name files relative to the workspace (found through `file_search_path`);
+            # DuckDB checks both the name as written and the file it resolves to.
+            stored = [p for (p,) in con.execute("SELECT DISTINCT path FROM artifacts").fetchall()]
+            lock_down(con, sorted({*stored, *(str(self._absolute(p)) for p in stored)}))
+            try:
+                statements = con.extract_statements(query)
+            except duckdb.Error as exc:
+                raise WorkspaceError(f"query failed: {_first_line(exc)}; check the SQL syntax") from None
+            if not statements:
+                raise InputError(
+                    'ws sql: the query has no statement; pass one, e.g. `ores ws sql "show tables"`'
+                )
+            for statement in statements:
+                if statement.type not in _READING_STATEMENTS:
+                    kind = str(statement.type).rsplit(".", 1)[-1]
+                    raise WorkspaceError(
+                        f"query failed: {kind} statements are refused, `ores ws sql` only reads; use "
+                        "SELECT, SHOW, DESCRIBE, SUMMARIZE or EXPLAIN, and `ores ws export KIND -o FILE` "
+                        "to write an artifact out"
+                    )
             try:
                 cursor = con.execute(query)
-            except duckdb.Error as exc:
-                message = str(exc).splitlines()[0]
+                if cursor is None or cursor.description is None:
+                    return [], []
+                columns = [d[0] for d in cursor.description]
+                return columns, cursor.fetchall()
+            except duckdb.PermissionException as exc:
                 raise WorkspaceError(
-                    f'query failed: {message}; list tables and views with `ores ws sql "show tables"`'
+                    f"query failed: {_first_line(exc)}; `ores ws sql` reads only the catalog and this "
+                    "workspace's artifacts (query other files with duckdb itself)"
                 ) from None
-            if cursor.description is None:
-                return [], []
-            columns = [d[0] for d in cursor.description]
-            return columns, cursor.fetchall()
+            except duckdb.Error as exc:
+                raise WorkspaceError(
+                    f'query failed: {_first_line(exc)}; list tables and views with `ores ws sql "show tables"`'
+                ) from None
 
     # -- status ----------------------------------------------------------------------------------
 
@@ -339,18 +465,46 @@ class Workspace:
         for kind in sorted({a.kind for a in artifacts}):
             of_kind = [a for a in artifacts if a.kind == kind]
             latest = of_kind[0]
+            # Only the latest of each kind is checked (hashed): it is what stages read by default.
+            problem: str | None = None
+            breakdown: dict[str, dict[str, int]] = {}
+            try:
+                self.verify_artifact(latest)
+                breakdown = _breakdown(latest.path) if latest.format == "parquet" else {}
+            except WorkspaceError as exc:
+                problem = str(exc)
+            except (pa.ArrowException, OSError) as exc:
+                problem = (
+                    f"{latest.path}: cannot read the {kind} artifact ({_first_line(exc)}); "
+                    f"{self._recovery(latest)}"
+                )
             kinds.append(
                 KindStatus(
                     kind=kind,
                     latest_run=latest.run_id,
                     n_rows=latest.n_rows,
                     n_artifacts=len(of_kind),
-                    breakdown=_breakdown(latest.path),
+                    breakdown=breakdown,
+                    problem=problem,
                 )
             )
         return WorkspaceStatus(
             root=self.root, schema_version=SCHEMA_VERSION, runs_by_status=by_status, kinds=kinds
         )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _parquet_problem(path: Path) -> str | None:
+    """Why `path` is no readable Parquet file (its first line), or None when its footer reads."""
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as exc:
+        return _first_line(exc)
+    return None
 
 
 def _breakdown(path: Path) -> dict[str, dict[str, int]]:
