@@ -13,11 +13,32 @@ pools), and retry with tenacity what is worth retrying: 429 (waiting what Retry-
 timeouts, dropped connections and bodies that are not a chat completion. 400/401/403/404 fail at
 once with a line that says what to fix. Every call, failed or not, becomes one `CallRecord`
 (tokens, latency, cost, attempts) for the recorder.
+
+Faults should cost little. A call holds its concurrency slot only while a request is in flight:
+the retry waits (backoff, Retry-After) and the waits for a paused endpoint happen without one, so
+other calls use the slot meanwhile (`limits`); a retry then queues ahead of calls not yet sent. A
+429's Retry-After is always waited out by the call that got it, and pauses the endpoint for every
+caller unless the endpoint is plainly serving (few 429s among its recent answers; `Pauses.pause`).
+
+Hedging (`hedge_after_s`, off by default): a request still unanswered after
+max(HEDGE_MEDIAN_FACTOR x the median latency of the role's last answers from that endpoint,
+`hedge_after_s`) gets an identical second request; the first answer wins and the other request is
+cancelled (`hedges`, `hedge_wins` count them). It needs HEDGE_MIN_SAMPLES answers first and never
+fires past `timeout_s`. The hedge waits for the endpoint's pause and rate limits but rides on its
+call's concurrency slot (queued behind fresh calls it would come too late to help), so requests
+in flight may exceed `max_concurrency` by the calls hedged at that moment.
+
+It is off by default because an LLM call's latency grows with the length of its answer: a call
+running long is far more often a long answer than a hung server, and a hedge of it pays for the
+same tokens twice (hosted APIs bill a cancelled request's tokens too) and finishes no sooner. Turn
+it on (`hedge_after_s: 5`, say) against an endpoint known to leave requests unanswered, where each
+such request would otherwise cost a whole `timeout_s`; benchmarks/bench_faults.py measures both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import email.utils
 import functools
 import logging
@@ -26,6 +47,7 @@ import os
 import random
 import re
 import ssl
+import statistics
 import time
 import uuid
 import weakref
@@ -46,13 +68,14 @@ from oresearch_cli.llm.logprob_scores import TokenLogprob, parse_logprobs
 from oresearch_cli.llm.recorder import CallRecord, Recorder, Totals
 from oresearch_cli.llm.redact import redact, safe_url
 from oresearch_cli.llm.routing import Router
+from oresearch_cli.llm.waiting import wait_out
 from oresearch_cli.textutil.tokens import estimate_message_tokens, estimate_tokens
 from oresearch_cli.workspace.records import Status
 
 log = logging.getLogger("oresearch_cli.llm")
 
 # Per-call overrides that change the role's settings rather than the request body.
-_ROLE_OVERRIDES = {"model", "temperature", "max_tokens", "timeout_s", "max_attempts"}
+_ROLE_OVERRIDES = {"model", "temperature", "max_tokens", "timeout_s", "max_attempts", "hedge_after_s"}
 # Models that take `max_completion_tokens` instead of `max_tokens` (OpenAI reasoning models).
 _COMPLETION_TOKENS_MODELS = re.compile(r"^(openai/)?(o\d|gpt-5)")
 _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
@@ -60,6 +83,11 @@ _SCHEMA_NAME = re.compile(r"[^a-zA-Z0-9_-]+")
 MAX_TOP_LOGPROBS = 20
 # Calls in flight per HTTP connection pool (see `_Endpoint`).
 CONNECTIONS_PER_POOL = 16
+# Hedging (module docstring): past this many times the recent median latency, and only once this
+# many answers (of the last HEDGE_WINDOW) are known for the role at that endpoint.
+HEDGE_MEDIAN_FACTOR = 3.0
+HEDGE_MIN_SAMPLES = 8
+HEDGE_WINDOW = 64
 
 Message = Mapping[str, Any]
 T = TypeVar("T")
@@ -244,6 +272,25 @@ class _Endpoint:
         self.max_pools = max(1, max_pools)
         self.clients: list[openai.AsyncOpenAI] = []
         self.in_flight: list[int] = []
+        # Seconds from send to answer of the last HEDGE_WINDOW answered requests, per role.
+        self.latencies: dict[str, collections.deque[float]] = {}
+
+    def record_latency(self, role: str, seconds: float) -> None:
+        window = self.latencies.get(role)
+        if window is None:
+            window = self.latencies[role] = collections.deque(maxlen=HEDGE_WINDOW)
+        window.append(seconds)
+
+    def hedge_after(self, role: str, floor: float | None, timeout: float) -> float | None:
+        """Seconds after which a request of `role` gets a hedge; None: no hedge (off, too few
+        answers known yet, or not before the timeout)."""
+        if floor is None:
+            return None
+        window = self.latencies.get(role)
+        if window is None or len(window) < HEDGE_MIN_SAMPLES:
+            return None
+        after = max(HEDGE_MEDIAN_FACTOR * statistics.median(window), floor)
+        return after if after < timeout else None
 
     def pick(self) -> int:
         """The client for the next call: the least busy, or a new one when every open one is full."""
@@ -295,6 +342,8 @@ class LLMClient:
         self.router = Router(config.cooldown_s, config.failures_to_cooldown)
         self.pauses = Pauses()
         self.totals = Totals()  # every call of this client, in memory
+        self.hedges = 0  # second requests sent for calls running long (module docstring)
+        self.hedge_wins = 0  # of those, the ones that answered first
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -394,7 +443,7 @@ class LLMClient:
             nonlocal attempts, url
             attempts += 1
             url = self.router.route(rc.base_urls, affinity)
-            return await self._attempt(role, rc, url, body, estimated), url
+            return await self._attempt(role, rc, url, body, estimated, retry=attempts > 1), url
 
         try:
             try:
@@ -529,16 +578,92 @@ class LLMClient:
         return body
 
     async def _attempt(
-        self, role: str, rc: RoleConfig, url: str, body: dict[str, Any], estimated: int
+        self, role: str, rc: RoleConfig, url: str, body: dict[str, Any], estimated: int, *, retry: bool
     ) -> _Answer:
+        """One attempt; a `retry` queues for its slot ahead of calls not yet sent (`limits`)."""
         state = self._state()
         endpoint = self._endpoint(state, url, rc)
-        async with state.limits.slot(role, url, estimated) as grant:
+        hedge_after = endpoint.hedge_after(role, rc.hedge_after_s, rc.timeout_s)
+        if hedge_after is None:
+            return await self._send(state, endpoint, role, rc, url, body, estimated, first=retry)
+        return await self._hedged(hedge_after, state, endpoint, role, rc, url, body, estimated, retry)
+
+    async def _hedged(
+        self,
+        hedge_after: float,
+        state: _LoopState,
+        endpoint: _Endpoint,
+        role: str,
+        rc: RoleConfig,
+        url: str,
+        body: dict[str, Any],
+        estimated: int,
+        retry: bool,
+    ) -> _Answer:
+        """One attempt as up to two identical requests: the second sent if the first is still
+        unanswered `hedge_after` seconds after it was sent (time queued for a slot does not count);
+        the first answer wins and the other is cancelled. When both fail, the first failure is
+        raised (the one that says what happened first)."""
+        sent = asyncio.Event()
+        request = self._send(state, endpoint, role, rc, url, body, estimated, sent, first=retry)
+        tasks: list[asyncio.Task[_Answer]] = [asyncio.create_task(request)]
+        try:
+            if not sent.is_set():
+                waiter = asyncio.create_task(sent.wait())
+                try:
+                    await asyncio.wait((tasks[0], waiter), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            if (await asyncio.wait(tasks, timeout=hedge_after))[0]:
+                return tasks[0].result()
+            self.hedges += 1
+            log.debug("llm %s: no answer from %s after %.1fs; hedging", role, safe_url(url), hedge_after)
+            hedge = self._send(state, endpoint, role, rc, url, body, estimated, hedge=True)
+            tasks.append(asyncio.create_task(hedge))
+            pending = set(tasks)
+            failure: BaseException | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=tasks.index):
+                    exc = task.exception()
+                    if exc is None:
+                        if task is tasks[1]:
+                            self.hedge_wins += 1
+                        return task.result()
+                    failure = failure or exc
+            assert failure is not None
+            raise failure
+        finally:
+            for task in tasks:
+                task.cancel()
+            # Let the losers unwind (their slot, router and pool bookkeeping) and collect their errors.
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send(
+        self,
+        state: _LoopState,
+        endpoint: _Endpoint,
+        role: str,
+        rc: RoleConfig,
+        url: str,
+        body: dict[str, Any],
+        estimated: int,
+        sent_event: asyncio.Event | None = None,
+        *,
+        first: bool = False,
+        hedge: bool = False,
+    ) -> _Answer:
+        """One request: wait for the limits and a slot (`first`: ahead of calls without one; a
+        `hedge` rides on its call's), send (setting `sent_event`), read the answer."""
+        async with state.limits.slot(role, url, estimated, first=first, hedge=hedge) as grant:
             self.router.begin(url)
             pool = endpoint.pick()
             endpoint.in_flight[pool] += 1
             ok = False
             fault = False
+            sent = time.monotonic()
+            if sent_event is not None:
+                sent_event.set()
             try:
                 # `post` with the body as is: the typed `chat.completions.create` would spend about
                 # a millisecond of CPU per call transforming the params and building models.
@@ -551,6 +676,8 @@ class LLMClient:
                     raise _Retryable(f"{safe_url(url)} answered without a chat completion")
                 known = answer.prompt_tokens is not None and answer.completion_tokens is not None
                 grant.settle(answer.prompt_tokens + answer.completion_tokens if known else None)  # type: ignore[operator]
+                endpoint.record_latency(role, time.monotonic() - sent)
+                self.pauses.answered(url)
                 ok = True
                 return answer
             except openai.APITimeoutError:
@@ -563,6 +690,8 @@ class LLMClient:
                 raise _Retryable(f"cannot reach {safe_url(url)}{detail}") from None
             except openai.APIStatusError as exc:
                 fault = exc.status_code >= 500
+                if exc.status_code != 429:
+                    self.pauses.answered(url)
                 raise self._status_error(exc, role, rc, url) from None
             except ValueError as exc:
                 # A body that says it is JSON but is not.
@@ -581,6 +710,8 @@ class LLMClient:
         detail = self._redact(detail)
         retry_after = parse_retry_after(exc.response.headers)
         if status == 429:
+            if retry_after is None or code == "insufficient_quota" or retry_after > rc.max_retry_after_s:
+                self.pauses.answered(url, refused=True)  # no pause asked for (or given)
             if code == "insufficient_quota":
                 return LLMError(
                     f"llm {role}: {where} says the account's quota is used up (HTTP 429 insufficient_quota); "
@@ -594,7 +725,11 @@ class LLMClient:
                         f"more than max_retry_after_s={rc.max_retry_after_s:g}; lower rpm/tpm or try later",
                         role=role, base_url=where, status=status, retryable=True,
                     )  # fmt: skip
-                self.pauses.pause(url, retry_after)
+                if not self.pauses.pause(url, retry_after):
+                    log.debug(
+                        "llm %s: %s asked to wait %.1fs (HTTP 429) but answers most calls; only this call waits",
+                        role, where, retry_after,
+                    )  # fmt: skip
             return _Retryable(f"HTTP 429 from {where}", status=status, wait=retry_after)
         if status >= 500 or status in (408, 409):
             return _Retryable(f"HTTP {status} from {where}", status=status, wait=retry_after)
@@ -664,6 +799,7 @@ class LLMClient:
             wait=self._waiter(rc),
             retry=retry_if_exception_type(_Retryable),
             before_sleep=self._log_retry(role, rc),
+            sleep=wait_out,  # a question waiting here lends its place (llm/waiting.py)
             reraise=True,
         )
         return await retrying(again)
