@@ -321,3 +321,16 @@ def test_end_to_end_with_the_embedded_model(embedded_server, tmp_path: Path, tmp
         "2",
     )
     _assert_judged(summary, rows, 3)
+
+
+def test_score_with_reports_it_could_not_score_exits_3(scored: dict[str, Any]) -> None:
+    """Scores were written, but not for every report: exit 3 tells a pipeline (documented)."""
+    from standin_llm import ok
+
+    with StandinLLM(lambda request: ok("no JSON here, sorry"), lifetime=120) as judge:
+        done = ores(
+            "eval", "score", scored["eval"], "--reference", str(SAMPLE), "--judge-base-url", judge.url,
+            "--judge-model", "judge-m", "--clean", "rules", "--ws", str(scored["root"]), cwd=scored["tmp"],
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert f"{len(TASKS)} reports failed to score" in done.stderr

@@ -310,3 +310,14 @@ def test_a_missing_artifact_is_reported_not_raised_by_status(tmp_path: Path) -> 
     assert kind.problem is not None and "missing" in kind.problem and "rerun `ores seed`" in kind.problem
     with pytest.raises(WorkspaceError, match="missing"):
         ws.require_latest("seeds", "seed")
+
+
+def test_a_corrupt_filtered_artifact_is_one_line_in_explain(tmp_path: Path) -> None:
+    """`ores filter --explain` with a run id reads the verdicts itself: checked like every read."""
+    from oresearch_cli.stages.filter import explain
+
+    ws, path = make_ws(tmp_path / "ws", kind="filtered", stage="filter")
+    run_id = ws.latest_artifact("filtered").run_id  # type: ignore[union-attr]
+    path.write_bytes(b"not parquet")
+    with pytest.raises(WorkspaceError, match="Parquet magic bytes not found"):
+        explain(tmp_path / "ws", "1", run_id)

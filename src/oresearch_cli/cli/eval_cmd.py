@@ -431,6 +431,10 @@ def score(
         print_json(summary_dict(summary))
     else:
         _print_score(summary)
+    if summary.n_failed:  # scores were written, but not for every report: say so to the caller
+        from oresearch_cli.errors import EXIT_PARTIAL
+
+        raise typer.Exit(EXIT_PARTIAL)
 
 
 def summary_dict(summary: ScoreSummary) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from oresearch_cli.workspace import (
     StageSpec,
     Status,
     Workspace,
-    iter_source,
 )
 from oresearch_cli.workspace.records import to_table
 
@@ -75,7 +74,7 @@ def _spotcheck_of(ws: Workspace, filtered_run: str) -> tuple[set[str], dict[str,
         if run.config.get("filtered_run") != filtered_run or run.status != RunStatus.DONE:
             continue
         for artifact in ws.artifacts(run_id=run.run_id, kind=SPOTCHECK.kind):
-            for record in iter_source(artifact.path):
+            for record in ws.read_artifact(artifact):  # checked against its sha256, like every read
                 if record.get("human_verdict") == "reject":
                     rejected.add(str(record["id"]))
                 else:

@@ -494,6 +494,7 @@ def explain(ws_path: str | Path, item_id: str, run_id: str | None = None) -> dic
     artifact = filtered_artifact(ws, run_id)
     import pyarrow.parquet as pq
 
+    ws.verify_artifact(artifact)  # a changed or corrupt file: one line naming it, not a traceback
     table = pq.read_table(artifact.path)
     ids = table.column("id").to_pylist()
     matches = [i for i, v in enumerate(ids) if v == item_id] or [

@@ -191,7 +191,10 @@ def _held_items(ws: Workspace, name: str) -> dict[_GroupKey, dict[str, _Held]]:
 def _run_records(ws: Workspace, run: RunInfo) -> list[dict[str, Any]]:
     """What a run holds: its finished artifact, or the JSONL it was writing."""
     if run.status == RunStatus.DONE:
-        paths = [a.path for a in ws.artifacts(run_id=run.run_id, kind=run.kind)]
+        artifacts = ws.artifacts(run_id=run.run_id, kind=run.kind)
+        for artifact in artifacts:
+            ws.verify_artifact(artifact)  # a shard's changed or corrupt file stops the merge, named
+        paths = [a.path for a in artifacts]
     else:
         paths = [ws.run_dir(run.stage, run.run_id) / f"{run.kind}.jsonl"]
     return [record for path in paths if path.exists() for record in iter_source(path)]
