@@ -32,16 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +52,7 @@ from oresearch_cli.llm import LLMClient, LLMError, load_config  # noqa: E402
 from oresearch_cli.stages.synth import SynthOptions, run_synth  # noqa: E402
 from oresearch_cli.workspace import Workspace  # noqa: E402
 
-from standin_llm import Received, Reply, rate_limited, server_error  # noqa: E402
+from standin_llm import Received, Reply, rate_limited, server_error, standin_process  # noqa: E402
 from synth_support import Teacher, build_test_corpus, llm_config, write_seeds  # noqa: E402
 
 QUICK = os.environ.get("ORES_BENCH_QUICK") == "1"
@@ -115,45 +112,15 @@ class FaultyTeacher(FaultScript):
         return answer
 
 
-@contextlib.contextmanager
-def _endpoint(fault_rate: float, script: str = "FaultScript") -> Iterator[str]:
+def _endpoint(fault_rate: float, script: str = "FaultScript") -> contextlib.AbstractContextManager[str]:
     """The stand-in in a child process answering with `script(fault_rate=...)` of this module."""
-    command = [
-        sys.executable,
-        str(HERE.parent / "tests" / "standin_llm.py"),
-        "--lifetime",
-        "600",
-        "--script",
-        f"bench_faults:{script}",
-        "--script-kwargs",
-        json.dumps({"fault_rate": fault_rate}),
-    ]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
-    }
-    proc = subprocess.Popen(
-        # stderr dropped: the hung replies' tasks, cancelled when the child stops, print tracebacks
-        command,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
+    return standin_process(
+        lifetime=600,
+        script=f"bench_faults:{script}",
+        script_kwargs={"fault_rate": fault_rate},
+        import_path=[HERE],
+        quiet=True,
     )
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line.startswith("http://"):
-            raise RuntimeError(f"the stand-in process did not start: {line!r}")
-        yield line.strip()
-    finally:
-        if proc.stdin:
-            proc.stdin.close()  # the child stops when its stdin closes
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 async def _calls(url: str, hedge_after_s: float | None) -> dict[str, Any]:

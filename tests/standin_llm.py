@@ -36,12 +36,14 @@ import contextlib
 import importlib
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
@@ -353,17 +355,28 @@ def standin_process(
     lifetime: float = 300.0,
     script: str | None = None,
     script_kwargs: dict[str, Any] | None = None,
+    *,
+    import_path: Sequence[str | Path] = (),
+    quiet: bool = False,
 ) -> Iterator[str]:
     """A stand-in with a fixed latency in a child process; yields its base URL, stops it on exit.
-    `script` ("module:factory") answers instead, built as `factory(**script_kwargs)` in the child."""
+    `script` ("module:factory") answers instead, built as `factory(**script_kwargs)` in the child;
+    `import_path` are folders the child imports it from besides tests/. `quiet` drops the child's
+    stderr (hung replies, cancelled when it stops, print tracebacks)."""
     command = [sys.executable, __file__, "--latency", str(latency), "--lifetime", str(lifetime)]
     if script:
         command += ["--script", script, "--script-kwargs", json.dumps(script_kwargs or {})]
+    env = None
+    if import_path:
+        paths = [*map(str, import_path), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     proc = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else None,
         text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -374,7 +387,7 @@ def standin_process(
         if proc.stdin:
             proc.stdin.close()  # the child stops when its stdin closes
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

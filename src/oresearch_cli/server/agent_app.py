@@ -86,13 +86,19 @@ _CHAT_UNSUPPORTED = (
 
 class HTTPError(Exception):
     def __init__(
-        self, status: int, message: str, param: str | None = None, kind: str = "bad_request"
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "bad_request",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.kind = kind  # the `ores_agent_errors` label
+        self.headers = headers
 
 
 def error_body(message: str, status: int, param: str | None = None) -> dict[str, Any]:
@@ -363,7 +369,10 @@ class AgentServer:
         try:
             ticket = self.admission.acquire()
         except Busy as busy:
-            raise HTTPError(429, str(busy), kind="busy") from busy
+            # the wait the message names is the one the header gives
+            raise HTTPError(
+                429, str(busy), kind="busy", headers={"Retry-After": str(busy.retry_after)}
+            ) from busy
         return _Job(self, request, ticket, stream)
 
     async def _wait(self, http: Request, job: _Job) -> Research | None:
@@ -577,8 +586,9 @@ class AgentServer:
                 response = await handler(http, ident)
             except HTTPError as exc:
                 self.metrics.errors.labels(exc.kind).inc()
-                headers = {"Retry-After": str(self.admission.retry_after())} if exc.status == 429 else None
-                response = JSONResponse(error_body(exc.message, exc.status, exc.param), exc.status, headers)
+                response = JSONResponse(
+                    error_body(exc.message, exc.status, exc.param), exc.status, exc.headers
+                )
             except OresError as exc:  # the system could not answer at all (an endpoint, a key)
                 response = JSONResponse(error_body(str(exc), 502), 502)
             except Exception as exc:  # noqa: BLE001 - logged; the client gets one line, not a traceback

@@ -175,6 +175,13 @@ async def run_agent_server(
         await stack.enter_async_context(toolbox)
         agent: ResearchAgent
         run: RunContext | None = None
+
+        def start_run(config: dict[str, Any]) -> RunContext | None:
+            """The run served requests are recorded in (None with --no-record), closed with the stack."""
+            if not options.record:
+                return None
+            return stack.enter_context(ws.start_run(SERVE_AGENT, config, inputs=["http"], resume=True))
+
         budget = limits.budget
         workflow = options.workflow
         research_options = options.research
@@ -185,9 +192,7 @@ async def run_agent_server(
             from oresearch_cli.stages.synth import check_endpoints, models_of
 
             await check_endpoints(workflow)
-            config = serve_config("workflow", options, workflow, research_options)
-            if options.record:
-                run = stack.enter_context(ws.start_run(SERVE_AGENT, config, inputs=["http"], resume=True))
+            run = start_run(serve_config("workflow", options, workflow, research_options))
             calls = stack.enter_context(CallLog(run.open_log(CALLS_KIND), run.run_id)) if run else None
             llm = await stack.enter_async_context(LLMClient(workflow, calls))
             models = models_of(workflow)
@@ -204,9 +209,7 @@ async def run_agent_server(
             assert options.model is not None
             say(f"ores serve --agent: loading {options.model.model} ...")
             generator, model = await open_generator(ws, options.model, stack, max_batch=limits.max_concurrent)
-            config = serve_config(f"model:{model}", options)
-            if options.record:
-                run = stack.enter_context(ws.start_run(SERVE_AGENT, config, inputs=["http"], resume=True))
+            run = start_run(serve_config(f"model:{model}", options))
             agent = SingleModelAgent(
                 generator, toolbox, model, limits=budget, config_hash=run.config_hash if run else ""
             )

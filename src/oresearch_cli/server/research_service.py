@@ -250,8 +250,15 @@ class _SpanSteps:
         self.n_sent = len(steps)
 
 
-def _models(record: TraceRecord) -> dict[str, str]:
-    return json.loads(record.models) if record.models else {}
+def failed_row(
+    request: ResearchRequest, error: str, seconds: float, config_hash: str, models: Mapping[str, str]
+) -> TraceRecord:
+    """The row of a research that did not finish, whichever system ran it."""
+    seed = request.seed
+    record = TraceRecord(seed.id, seed.question, seed.language, config_hash=config_hash, error=error)
+    record.models = json.dumps(dict(models), sort_keys=True)
+    record.seconds = round(seconds, 3)
+    return record
 
 
 # -- the single model ------------------------------------------------------------------------------
@@ -326,11 +333,7 @@ class SingleModelAgent:
         )
 
     def failed_record(self, request: ResearchRequest, error: str, seconds: float) -> TraceRecord:
-        seed = request.seed
-        record = TraceRecord(seed.id, seed.question, seed.language, config_hash=self.config_hash, error=error)
-        record.models = json.dumps({"model": self.model})
-        record.seconds = round(seconds, 3)
-        return record
+        return failed_row(request, error, seconds, self.config_hash, {"model": self.model})
 
 
 # -- the workflow ----------------------------------------------------------------------------------
@@ -450,11 +453,7 @@ class WorkflowAgent:
         )
 
     def failed_record(self, request: ResearchRequest, error: str, seconds: float) -> TraceRecord:
-        seed = request.seed
-        record = TraceRecord(seed.id, seed.question, seed.language, config_hash=self.config_hash, error=error)
-        record.models = json.dumps(self.models, sort_keys=True)
-        record.seconds = round(seconds, 3)
-        return record
+        return failed_row(request, error, seconds, self.config_hash, self.models)
 
 
 __all__ = [
