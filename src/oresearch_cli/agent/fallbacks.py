@@ -8,7 +8,8 @@ matches pages about facts in general. A fallback answer quotes the observed sent
 ranks highest against those words, and cites only sources that share at least one of them.
 
 English words are matched by a light plural-folding stem; Chinese text is split into runs of Han
-characters at common function words, and matched by character bigrams (no segmenter needed).
+characters at common function words and the words of requests ("请", "给我提供一份报告"), where
+jieba (`rjieba`, when installed) has them as words of their own, and matched by character bigrams.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
-from oresearch_cli.agent.pieces import clean_query, complete_sentences
+from oresearch_cli.agent.pieces import cite_after, clean_query, complete_sentences
 from oresearch_cli.agent.prompts import phrase, phrases
 from oresearch_cli.trace import escape_tags
 
@@ -37,6 +38,10 @@ _HAN_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # A run of Han characters, or a word of any other script (letters and digits, no underscore).
 _TOKEN = re.compile(rf"[{_HAN_CHARS}]+|[^\W_{_HAN_CHARS}]+")
 _HAN = re.compile(rf"[{_HAN_CHARS}]")
+# A cited Chinese sentence's end meeting the next one's start: "。[1]中".
+_CJK_EDGE = re.compile(
+    rf"[{_HAN_CHARS}\u3000-\u303f\uff00-\uffef]\[\d+\][{_HAN_CHARS}\u3000-\u303f\uff00-\uffef]$"
+)
 
 _EN_STOPWORD_TEXT = """
     a about above after again against all also am an and any are aren as at be because been before
@@ -64,6 +69,8 @@ _ZH_STOPWORD_TEXT = """
     极其 这个 那个 这些 那些 这种 那种 这样 那样 这里 那里 我们 你们 他们 她们 它们 一个 一些 一种
     可以 能够 应该 需要 目前 当前 现在 存在 正在 在于 其中 关于 对于 针对 通过 进行 主要 方面 情况
     及其 等等 重要 重要性 请 问题
+    能否 给我 为我 帮我 提供 一份 详尽 详细 报告 收集 整理 收集整理 调研 介绍 说明 列出 分析 探讨 阐述
+    相关 有关 具体 比如 例如 包括 特别 以下
     的 了 吗 呢 吧 啊 呀 是 和 与 及 或 在 对 把 被 从 之 也 都 很 就 而 其 这 那
 """
 _ZH_STOPWORDS = tuple(_ZH_STOPWORD_TEXT.split())
@@ -114,17 +121,34 @@ def _zh_pattern(language: str) -> re.Pattern[str]:
     return re.compile(f"(?P<keep>{keep})|(?P<drop>{drop})")
 
 
+@lru_cache(maxsize=4096)
+def _word_bounds(run: str) -> frozenset[int] | None:
+    """The offsets in `run` where jieba's words begin and end; None without jieba (`rjieba`)."""
+    try:
+        import rjieba  # lazily: its dictionary loads on first use
+    except ImportError:
+        return None
+    bounds, at = {0}, 0
+    for word in rjieba.cut(run):
+        at += len(word)
+        bounds.add(at)
+    return frozenset(bounds)
+
+
 def _han_words(run: str, language: str) -> list[str]:
     """A run of Han characters split at function words: "为什么亚马逊雨林对全球气候很重要" ->
-    ["亚马逊雨林", "全球气候"]."""
+    ["亚马逊雨林", "全球气候"]. With jieba, a function word splits the run only where it is a word
+    of its own: 就 in 就业 and 从 in 从事 stay ("艺术生就业领域", not "艺术生" and "业领域")."""
     pattern = _zh_pattern(language)
+    bounds = _word_bounds(run) if len(run) > 1 else None
     words: list[str] = []
     current = ""
     pos = 0
     while pos < len(run):
         m = pattern.match(run, pos)
-        if m is None or m.group("keep"):
-            piece = m.group(0) if m else run[pos]
+        inside_word = m is not None and bounds is not None and not {m.start(), m.end()} <= bounds
+        if m is None or m.group("keep") or inside_word:
+            piece = m.group(0) if m and m.group("keep") else run[pos]
             current += piece
             pos += len(piece)
             continue
@@ -163,6 +187,16 @@ def fallback_query(text: str, language: str) -> str:
     words = content_words(text, language)[:MAX_QUERY_WORDS]
     query = " ".join(words) if words else clean_query(text)
     return query[:MAX_QUERY_CHARS].rsplit(" ", 1)[0] if len(query) > MAX_QUERY_CHARS else query
+
+
+def broader_queries(text: str, language: str) -> list[str]:
+    """`fallback_query(text)` and then ever broader ones, its last word dropped each time
+    ("大熊猫 栖息地 数量现状", "大熊猫 栖息地", "大熊猫"): what to search next when a query found
+    nothing worth reading, instead of the same query again."""
+    words = content_words(text, language)[:MAX_QUERY_WORDS]
+    queries = [fallback_query(text, language)]
+    queries += [" ".join(words[:n]) for n in range(len(words) - 1, 0, -1)]
+    return list(dict.fromkeys(q for q in queries if q))
 
 
 def _terms(text: str, *, unigrams: bool = True) -> list[str]:
@@ -325,7 +359,12 @@ def fallback_answer(topic: str, sources: Sequence[ObservedSource], language: str
         return ""
     sentences = relevant_sentences(topic, sources, language)
     if sentences:
-        return " ".join(f"{escape_tags(s.text)} [{s.source}]" for s in sentences)
+        answer = ""
+        for s in sentences:
+            # Chinese sentences follow each other without a space: "……威胁。[1]中国建立了……"
+            gap = "" if _CJK_EDGE.search(answer[-8:] + s.text[:1]) or not answer else " "
+            answer += gap + cite_after(escape_tags(s.text), f"[{s.source}]")
+        return answer
     closest = _closest_by_title(topic, sources, language)
     if closest is None:
         return phrase(language, "fallback_answer_none")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from oresearch_cli.filtering.language import report_sample, script_language
 from oresearch_cli.llm import ReplyError, extract_json
 from oresearch_cli.trace import SubtaskList, analyze_report, find_urls, page_key
 from oresearch_cli.trace.tags import TAG_RE
@@ -31,10 +32,42 @@ MAX_CRAWL_URLS = 3
 MAX_THOUGHT_CHARS = 1500
 MAX_PLAN_CHARS = 1500
 MAX_SUBTASK_CHARS = 400
+MIN_SUBTASK_LENGTH = 8  # `text_length`: shorter is a fragment ("Facts"), not a question
+MIN_ANSWER_LENGTH = 20  # `text_length`, citations included
 
 
 class PieceError(ReplyError):
     """A reply with nothing usable in it; `reason` says why, for the failure record and the retry."""
+
+
+# -- language and length ---------------------------------------------------------------------------
+
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_CJK_END = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]$")
+HAN_WEIGHT = 3  # a Han character says about as much as three Latin characters
+
+
+def written_in(text: str, language: str) -> bool:
+    """Whether model text is in `language` (a prompt folder) as the filter judges a report: by the
+    script rule of `detect_language` on its prose (links and URLs aside). Only Chinese is checked:
+    an English thought, answer or report to a Chinese question is the model ignoring its prompt,
+    and an English report is what the filter's language rule rejects. Text with no letters at all
+    has nothing to judge and passes."""
+    if language != "zh":
+        return True
+    return script_language(report_sample(text, None)) in ("zh", "und")
+
+
+def text_length(text: str) -> int:
+    """Characters, a Han character counting `HAN_WEIGHT`: the minimum lengths of pieces are set in
+    Latin characters, and "大熊猫主要吃竹子" says as much as "Pandas mostly eat bamboo"."""
+    return len(text) + (HAN_WEIGHT - 1) * len(_HAN.findall(text))
+
+
+def cite_after(text: str, markers: str) -> str:
+    """`text` with citation `markers` appended: after a space in Latin text, directly after Chinese."""
+    text = text.rstrip()
+    return f"{text}{markers}" if _CJK_END.search(text) else f"{text} {markers}"
 
 
 # -- text cleaning ---------------------------------------------------------------------------------
@@ -103,7 +136,7 @@ def parse_subtasks(text: str, *, min_items: int = 2, max_items: int = 6) -> list
     data = _json(text)
     items: list[str] = []
     if data is not None:
-        value = _first(data, "subtasks", "subtask_list", "tasks", "items", "questions")
+        value = _first(data, "subtasks", "subtask_list", "tasks", "items", "questions", "子任务")
         items = [
             str(_first(v, "subtask", "question", "task", "text", "title") or "") if isinstance(v, dict) else v
             for v in _as_list(value, split="")
@@ -118,7 +151,7 @@ def parse_subtasks(text: str, *, min_items: int = 2, max_items: int = 6) -> list
     for item in items:
         subtask = clean_subtask(item)
         key = subtask.casefold()
-        if len(subtask) >= 8 and key not in seen:
+        if text_length(subtask) >= MIN_SUBTASK_LENGTH and key not in seen:
             seen.add(key)
             result.append(subtask)
     if len(result) < min_items:
@@ -142,9 +175,17 @@ class StepPiece:
 
 
 _LINE_ACTION = re.compile(
-    r"^\s*[-*]?\s*\**(?P<key>thought|think|plan|action|search|queries|query|crawl|read|urls?|answer)\**\s*[:：]\s*(?P<value>.*)$",
+    r"^\s*[-*]?\s*\**(?P<key>thought|think|plan|action|search|queries|query|crawl|read|urls?|answer"
+    r"|思考|想法|计划|行动|动作|搜索|查询|阅读|抓取|网址|链接|回答|作答)\**\s*[:：]\s*(?P<value>.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
+# The Chinese keys of a plain-text step (the zh prompts label history lines 思考/计划/搜索/阅读).
+_ZH_KEYS = {"思考": "thought", "想法": "thought", "计划": "plan", "行动": "action", "动作": "action",
+            "搜索": "search", "查询": "queries", "阅读": "crawl", "抓取": "crawl", "网址": "urls",
+            "链接": "urls", "回答": "answer", "作答": "answer"}  # fmt: skip
+# Action names as a model may write them in the step's JSON.
+_ACTION_NAMES = {"web_search": SEARCH, "crawl_page": CRAWL, "read": CRAWL, "final": ANSWER,
+                 "搜索": SEARCH, "阅读": CRAWL, "抓取": CRAWL, "回答": ANSWER, "作答": ANSWER}  # fmt: skip
 
 
 def _text_step(text: str) -> dict[str, Any]:
@@ -153,6 +194,7 @@ def _text_step(text: str) -> dict[str, Any]:
     body = clean_text(text)
     for m in _LINE_ACTION.finditer(body):
         key, value = m.group("key").lower(), m.group("value").strip()
+        key = _ZH_KEYS.get(key, key)
         key = {"think": "thought", "query": "queries", "read": "crawl", "url": "urls"}.get(key, key)
         if key == "search":
             data.setdefault("action", SEARCH)
@@ -210,15 +252,17 @@ def parse_step(text: str, *, sources: Sequence[str], need_plan: bool = False) ->
         data = _text_step(text)
         if not data:
             raise PieceError("it is neither JSON nor `Thought: ...` / `Search: ...` lines")
-    thought = one_line(str(_first(data, "thought", "think", "reasoning", "reason") or ""), MAX_THOUGHT_CHARS)
-    plan_value = _first(data, "plan", "plans")
+    thought = one_line(
+        str(_first(data, "thought", "think", "reasoning", "reason", "思考") or ""), MAX_THOUGHT_CHARS
+    )
+    plan_value = _first(data, "plan", "plans", "计划")
     if isinstance(plan_value, list):
         plan_value = "\n".join(f"{i}. {one_line(str(p), 300)}" for i, p in enumerate(plan_value, 1))
     plan = clean_text(str(plan_value or ""))[:MAX_PLAN_CHARS].strip()
-    action = str(_first(data, "action", "tool", "next") or "").strip().lower()
-    raw_queries = _as_list(_first(data, "queries", "query", "search"))
-    raw_urls = _as_list(_first(data, "urls", "url", "crawl", "links"))
-    action = {"web_search": SEARCH, "crawl_page": CRAWL, "read": CRAWL, "final": ANSWER}.get(action, action)
+    action = str(_first(data, "action", "tool", "next", "行动") or "").strip().lower()
+    raw_queries = _as_list(_first(data, "queries", "query", "search", "查询"))
+    raw_urls = _as_list(_first(data, "urls", "url", "crawl", "links", "网址"))
+    action = _ACTION_NAMES.get(action, action)
     if action not in ACTIONS:
         action = SEARCH if raw_queries else CRAWL if raw_urls else action
     if action not in ACTIONS:
@@ -290,7 +334,7 @@ def with_citations(text: str, numbers: list[int], n_sources: int) -> str:
     itself: a schema-bound reply lists the sources it used beside the prose."""
     if not numbers or rewrite_citations(text, None, set(range(1, n_sources + 1)))[1]:
         return text
-    return f"{text.rstrip()} " + "".join(f"[{n}]" for n in numbers)
+    return cite_after(text, "".join(f"[{n}]" for n in numbers))
 
 
 def json_text(text: str, key: str) -> tuple[str, dict[str, Any]] | None:
@@ -320,9 +364,9 @@ def parse_answer(text: str, n_sources: int, *, truncated: bool = False) -> str:
     body = clean_text(text)
     if truncated:
         body = complete_sentences(body)
-        if len(body) < 20:
+        if text_length(body) < MIN_ANSWER_LENGTH:
             raise PieceError("the reply was cut off at max_tokens; write a shorter answer")
-    if len(body) < 20:
+    if text_length(body) < MIN_ANSWER_LENGTH:
         raise PieceError("it is empty or too short")
     body, cited = rewrite_citations(body, None, set(range(1, n_sources + 1)))
     if not cited:

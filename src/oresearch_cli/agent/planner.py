@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from oresearch_cli.agent.context import Context, Failure
 from oresearch_cli.agent.fallbacks import content_words
-from oresearch_cli.agent.pieces import PieceError, clean_subtask, parse_subtasks
+from oresearch_cli.agent.pieces import PieceError, clean_subtask, parse_subtasks, written_in
 from oresearch_cli.agent.schemas import schema
 from oresearch_cli.agent.steps import StepRecord
 from oresearch_cli.llm import ChatResult
@@ -39,8 +39,13 @@ async def plan_subtasks(ctx: Context) -> tuple[list[str], StepRecord]:
 
     def parse(result: ChatResult) -> list[str]:
         subtasks = parse_subtasks(result.text, min_items=opts.min_subtasks, max_items=opts.max_subtasks)
+        # A subtask in another language than the question's is dropped (a Chinese question's
+        # English subtask becomes an English search, thought and answer).
+        in_language = [s for s in subtasks if written_in(s, ctx.language)]
+        if len(in_language) < opts.min_subtasks:
+            raise PieceError(ctx.phrase("not_in_language"))
         # A small model copies the prompt's example list: a subtask must share a word with the question.
-        on_topic = [s for s in subtasks if not topic or topic & _topic_keys(s, ctx.language)]
+        on_topic = [s for s in in_language if not topic or topic & _topic_keys(s, ctx.language)]
         if len(on_topic) < opts.min_subtasks:
             raise PieceError(
                 f"only {len(on_topic)} of its subtasks mention the research question's topic; "

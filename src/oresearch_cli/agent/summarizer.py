@@ -6,8 +6,9 @@ then enforces what the format promises: prose with no heading at all gets the se
 paragraphs (small models rarely write headings), any reference list the model wrote is cut off, citation
 numbers that name no observed source are removed, and the References section is written from the
 sources actually cited (`[n]. URL - Title`, every URL observed by a tool). A reply without the
-sections or without a single valid citation is retried once, then replaced by a report assembled
-from the subtask answers (recorded as a failure).
+sections, without a single valid citation, or (to a Chinese question) not in Chinese as the filter's
+language rule judges it, is retried once, then replaced by a report assembled from the subtask
+answers under the language's headings (recorded as a failure).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from oresearch_cli.agent.pieces import (
     rewrite_citations,
     source_numbers,
     with_citations,
+    written_in,
 )
 from oresearch_cli.agent.prompts import phrase
 from oresearch_cli.agent.schemas import schema
@@ -122,10 +124,14 @@ def fallback_report(ctx: Context, answers: list[tuple[str, str]], book: SourceBo
         body.append(f"### {subtask}\n{answer}")
     cited = list(dict.fromkeys(cited))
     citations = "".join(f"[{n}]" for n in cited[:5])
+    # With nothing cited, "the findings above answer it with the cited sources" would be untrue.
+    conclusion = ctx.phrase(
+        "fallback_conclusion" if cited else "fallback_conclusion_none", citations=citations
+    )
     parts = [
         f"## {ctx.phrase('heading_introduction')}\n{ctx.phrase('fallback_intro', question=' '.join(ctx.question.split()))}",
         f"## {ctx.phrase('heading_body')}\n" + "\n\n".join(body),
-        f"## {ctx.phrase('heading_conclusion')}\n{ctx.phrase('fallback_conclusion', citations=citations).strip()}",
+        f"## {ctx.phrase('heading_conclusion')}\n{conclusion.strip()}",
     ]
     if cited:
         parts.append(references_section(cited, book, ctx.language))
@@ -139,7 +145,12 @@ async def write_report(
     listed = "\n\n".join(f"{i}. {subtask}\n{answer}" for i, (subtask, answer) in enumerate(answers, 1))
 
     def parse(result: ChatResult) -> str:
-        return finalize_report(result.text, book, ctx.language, truncated=result.truncated)
+        report = finalize_report(result.text, book, ctx.language, truncated=result.truncated)
+        # Judged as the filter judges it: the prose of the body, the reference list aside.
+        span = analyze_report(report).references_span
+        if not written_in(report[: span[0]] if span else report, ctx.language):
+            raise PieceError(ctx.phrase("not_in_language"))
+        return report
 
     report: str | None = None
     failures: list[Failure] = []

@@ -8,12 +8,15 @@ the trace steps itself. Bounds, enforced here rather than hoped for:
 * at least `min_tool_calls`: a step that answers too early is asked once more with an explicit
   instruction to call a tool; if it still answers (or its replies are unusable), the orchestrator
   makes the call itself: a search for the subtask's content words first, then reading the unread
-  search result that best matches them, then a search for the question's content words
-  (`agent.fallbacks`). Each such fallback is recorded as a failure.
+  search result that best matches them, then a search for the question's content words and
+  broader ones, never the same query twice while another is left (`agent.fallbacks`). Each such
+  fallback is recorded as a failure.
 * an unusable step reply once the minimum is met ends the loop and goes to the answer.
 
 The answer cites the worker's numbered sources; if it is unusable twice, it is built from the
-observed sentences most relevant to the subtask (each cited), recorded as a failure.
+observed sentences most relevant to the subtask (each cited), recorded as a failure. A thought,
+plan or answer in another language than a Chinese question's is unusable (`pieces.written_in`):
+the retry says so, and the fallbacks write in the question's language.
 """
 
 from __future__ import annotations
@@ -22,15 +25,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oresearch_cli.agent.context import Context, Failure
-from oresearch_cli.agent.fallbacks import ObservedSource, best_unread, fallback_answer, fallback_query
+from oresearch_cli.agent.fallbacks import (
+    ObservedSource,
+    best_unread,
+    broader_queries,
+    fallback_answer,
+    fallback_query,
+)
 from oresearch_cli.agent.pieces import (
     ACTIONS,
     ANSWER,
     CRAWL,
     SEARCH,
+    PieceError,
     StepPiece,
     parse_answer,
     parse_step,
+    written_in,
 )
 from oresearch_cli.agent.schemas import schema, step_schema
 from oresearch_cli.agent.sources import SourceBook
@@ -145,7 +156,10 @@ class Worker:
         first = not self.turns
 
         def parse(result: ChatResult) -> StepPiece:
-            return parse_step(result.text, sources=self.run.sources.urls, need_plan=first)
+            piece = parse_step(result.text, sources=self.run.sources.urls, need_plan=first)
+            if not (written_in(piece.thought, ctx.language) and written_in(piece.plan, ctx.language)):
+                raise PieceError(ctx.phrase("not_in_language"))
+            return piece
 
         return await ctx.ask(
             "worker",
@@ -173,19 +187,21 @@ class Worker:
 
     def _fallback_step(self) -> StepPiece:
         """A search for the subtask's content words; else reading the unread result that best
-        matches them; else a search for the question's content words; else any unread result."""
+        matches them; else a search for the question's content words, then broader ones (fewer
+        words) not searched yet; else any unread result; else the question's query again."""
         ctx = self.ctx
         unread = self._observed(crawled=False)
         subtask_query = fallback_query(self.run.question, ctx.language)
-        question_query = fallback_query(ctx.question, ctx.language) or subtask_query
+        question_queries = broader_queries(ctx.question, ctx.language) or [subtask_query]
+        fresh = [q for q in question_queries if q not in self.searched]
         best = best_unread(self.run.question, unread, ctx.language)
         if subtask_query and subtask_query not in self.searched:
             query = subtask_query
-        elif best is not None or (unread and question_query in self.searched):
+        elif best is not None or (unread and not fresh):
             url = self.run.sources.get(best if best is not None else unread[0].number).url
             return StepPiece(ctx.phrase("fallback_think_crawl", url=url), CRAWL, urls=[url])
         else:
-            query = question_query
+            query = fresh[0] if fresh else question_queries[0]
         return StepPiece(ctx.phrase("fallback_think_search", queries=query), SEARCH, queries=[query])
 
     def _fallback_answer(self) -> str:
@@ -309,7 +325,10 @@ class Worker:
         if n_sources:
 
             def parse(result: ChatResult) -> str:
-                return parse_answer(result.text, n_sources, truncated=result.truncated)
+                answer = parse_answer(result.text, n_sources, truncated=result.truncated)
+                if not written_in(answer, ctx.language):
+                    raise PieceError(ctx.phrase("not_in_language"))
+                return answer
 
             answer, failures = await ctx.ask(
                 "worker",

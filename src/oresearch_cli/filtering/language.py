@@ -11,6 +11,11 @@ The script rules of `detect_language` (kana -> ja, Hangul/Han shares -> ko/zh, n
 -> und) are applied first, with its own patterns. If py3langid's model arrays are not where this
 expects them (another py3langid version), or a check on probe texts at first use disagrees with
 `py3langid.classify`, every text goes through `detect_language` instead: slower, never different.
+
+What a report's language is judged on (`report_sample`: its body's prose, links and URLs aside) and
+how tags compare (`primary_language`: `zh-CN` is `zh`) live here too, so the filter, the rule
+metrics of `ores eval score` and synth's own check of model pieces (`agent.pieces.written_in`)
+agree on what a Chinese report is.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Sequence
 
 from oresearch_cli.textutil import detect_language
 from oresearch_cli.textutil import lang as _lang
+from oresearch_cli.trace.urls import MARKDOWN_LINK_RE, URL_RE
 
 _ASCII_WORD = re.compile(r"[A-Za-z]")  # `_lang._LETTER` on ASCII text
 # Texts stepped together, sorted by length so little of the matrix is padding. Each step costs a
@@ -37,6 +43,35 @@ _PROBES = (
     "AN ALL CAPS SENTENCE ABOUT PHOTOSYNTHESIS AND THE CALVIN CYCLE.",
     "12 345 67.8 %",
 )
+
+
+def primary_language(code: str | None) -> str:
+    """A language tag's primary subtag, lower-cased: `zh-CN`, `zh_Hans` and `ZH` are all `zh`;
+    '' for none. Seeds carry whatever tag their source used; detection gives bare ISO 639-1 codes."""
+    return (code or "").strip().lower().replace("_", "-").split("-")[0]
+
+
+def prose(text: str) -> str:
+    """`text` as its language is judged: URLs and Markdown link targets removed.
+
+    A Chinese report that links its English sources (`[Giant Panda Survey](https://...)`) or names
+    URLs inline is still Chinese: their Latin letters would otherwise outweigh the Han characters
+    that the script rule counts. A link's text stays when it holds Han characters (then it is part
+    of the sentence), else it goes too (an English source title)."""
+    text = MARKDOWN_LINK_RE.sub(lambda m: m["title"] if _lang._HAN.search(m["title"]) else " ", text)
+    return URL_RE.sub(" ", text)
+
+
+SAMPLE_CHARS = 2000  # of a report body's prose, whose language is compared with the question's
+
+
+def report_sample(report: str, references_span: tuple[int, int] | None) -> str:
+    """What a report's language is judged on: the prose (`prose`) of its body before the reference
+    list, its first `SAMPLE_CHARS` characters. The filter's language rule, the rule metrics of
+    `ores eval score` and synth's check of a summarizer's report all judge this same text."""
+    end = references_span[0] if references_span else len(report)
+    # A window of the body, not all of it: links are long, prose rarely a quarter of the text.
+    return prose(report[: min(end, 4 * SAMPLE_CHARS)])[:SAMPLE_CHARS]
 
 
 def script_language(text: str) -> str | None:

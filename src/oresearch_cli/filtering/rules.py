@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from oresearch_cli.filtering.config import FilterConfig
-from oresearch_cli.filtering.language import detect_languages
+from oresearch_cli.filtering.language import detect_languages, primary_language, report_sample
 from oresearch_cli.filtering.scan import Item, Scan, scan
 from oresearch_cli.textutil.tokens import estimate_tokens
 from oresearch_cli.trace import CrawlPage, Plan, SubtaskAnswer, Text, Think, WebSearch, parse, report_text
@@ -274,9 +274,6 @@ class RepetitionRule(Rule):
         return Finding(["repetition-loop"] if looped else [], rep)
 
 
-LANGUAGE_SAMPLE = 2000  # characters of the report body whose language is compared with the question's
-
-
 class LanguageRule(Rule):
     name = "language"
     codes = {"language-mismatch": "the report is not in the question's language"}
@@ -287,16 +284,17 @@ class LanguageRule(Rule):
 
     def check_batch(self, scans: Sequence[Scan], cfg: FilterConfig) -> list[Finding]:
         """Languages are the costliest check: every question and report body of the batch is
-        detected in one call. `und` (nothing to judge) on either side never rejects."""
+        detected in one call. `und` (nothing to judge) on either side never rejects. Tags compare
+        by their primary subtag (a `zh-CN` seed, a `zh` report); the report is judged on its prose
+        (`language.report_sample`: links and URLs, often to English sources, do not count)."""
         findings = [Finding() for _ in scans]
         pending: list[tuple[int, str | None, str | None, str]] = []  # index, question, given, body
         for index, s in enumerate(scans):
             if not s.report.strip():
                 continue
             span = s.analysis.references_span if s.analysis is not None else None
-            body = s.report[: span[0]] if span else s.report
             question = None if s.item.language or not s.item.question.strip() else s.item.question
-            pending.append((index, question, s.item.language, body[:LANGUAGE_SAMPLE]))
+            pending.append((index, question, s.item.language, report_sample(s.report, span)))
         if not pending:
             return findings
         questions = list(dict.fromkeys(q for _, q, _, _ in pending if q is not None))
@@ -304,7 +302,8 @@ class LanguageRule(Rule):
         question_langs = dict(zip(questions, found[: len(questions)], strict=True))
         for (index, question, given, _), report_lang in zip(pending, found[len(questions) :], strict=True):
             question_lang = given or (question_langs[question] if question is not None else "und")
-            mismatch = "und" not in (question_lang, report_lang) and question_lang != report_lang
+            compared = (primary_language(question_lang), primary_language(report_lang))
+            mismatch = "und" not in compared and compared[0] != compared[1]
             findings[index] = Finding(
                 ["language-mismatch"] if mismatch else [], {"question": question_lang, "report": report_lang}
             )

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from oresearch_cli.errors import InputError
-from oresearch_cli.filtering.rules import LANGUAGE_SAMPLE
+from oresearch_cli.filtering.language import primary_language, report_sample
 from oresearch_cli.textutil import detect_language
 from oresearch_cli.trace import (
     ReportAnalysis,
@@ -94,7 +94,7 @@ class ReportMetrics:
     unresolved_citations: tuple[int, ...]  # cited numbers no reference entry has
     uncited_references: tuple[int, ...]  # numbers of reference entries never cited
     # language
-    language: str  # detected on the report body's first LANGUAGE_SAMPLE characters; und: nothing to judge
+    language: str  # detected on the report body's prose (`report_sample`); und: nothing to judge
     expected_language: str | None
     language_match: bool | None  # None when either side is unknown or und
     # the trace
@@ -160,8 +160,13 @@ def report_metrics(
     expected = expected_language or None
     if expected is None and question and question.strip():
         expected = detect_language(question)
-    # As the filter's language rule: `und` on either side never counts as a mismatch.
-    match = None if expected in (None, UND) or language == UND else expected == language
+    # As the filter's language rule: `und` on either side never counts as a mismatch; tags compare
+    # by their primary subtag (`zh-CN` is `zh`).
+    match = (
+        None
+        if expected in (None, UND) or language == UND
+        else primary_language(expected) == primary_language(language)
+    )
 
     trace_fields: dict[str, Any] = {}  # Any: they fill fields of several types
     if trace is not None:
@@ -206,9 +211,7 @@ def _prose(text: str, analysis: ReportAnalysis) -> str:
 
 def _report_language(report: str, analysis: ReportAnalysis) -> str:
     # The filter's language rule's sample, so both judge a report alike.
-    span = analysis.references_span
-    body = report[: span[0]] if span else report
-    return detect_language(body[:LANGUAGE_SAMPLE])
+    return detect_language(report_sample(report, analysis.references_span))
 
 
 def _host(url: str) -> str:

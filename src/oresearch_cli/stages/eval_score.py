@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any, ClassVar
 
 from oresearch_cli.errors import InputError, WorkspaceError
 from oresearch_cli.filtering.judge import JudgeCache, cache_key
+from oresearch_cli.filtering.language import primary_language
 from oresearch_cli.llm import CALLS_KIND, CallLog, LLMClient, LLMConfig
 from oresearch_cli.records import read_records, source_name
 from oresearch_cli.scoring import drb_race
@@ -45,6 +45,7 @@ from oresearch_cli.scoring.drb import (
 )
 from oresearch_cli.scoring.rules import row_metrics, summarize_metrics
 from oresearch_cli.stages.eval_settings import EvalSettings
+from oresearch_cli.textutil import detect_language
 from oresearch_cli.trace import parse, report_text
 from oresearch_cli.workspace import ArtifactRecord, Progress, RunContext, StageSpec, Status, Workspace
 
@@ -268,13 +269,17 @@ def _benchmark(bench: str | None) -> dict[str, tuple[DrbTask, TaskCriteria]]:
             f"them, as DRB did), or a folder with a {CRITERIA_FILE} in DRB's format"
         )
     for criteria in load_criteria(folder).values():
-        language = "zh" if _CJK.search(criteria.prompt) else "en"
-        task = DrbTask(criteria.id, criteria.prompt, language)
+        task = DrbTask(criteria.id, criteria.prompt, task_language(criteria.prompt))
         table[" ".join(task.prompt.split())] = (task, criteria)
     return table
 
 
-_CJK = re.compile(r"[\u4e00-\u9fff]")
+def task_language(prompt: str, given: str | None = None) -> str:
+    """The language of a task's judge prompts, which DeepResearch Bench has in zh and en: `zh` for
+    a question given as Chinese or detected as Chinese (`detect_language`'s script rule), else `en`."""
+    if primary_language(given) == "zh":
+        return "zh"
+    return "zh" if detect_language(prompt) == "zh" else "en"
 
 
 async def generated_benchmark(
@@ -289,9 +294,7 @@ async def generated_benchmark(
     prompts = list(dict.fromkeys(" ".join(i.question.split()) for i in items if i.question.strip()))
     language = {" ".join(i.question.split()): i.language for i in items}
     tasks = [
-        DrbTask(
-            n, prompt, "zh" if (language.get(prompt) or "").startswith("zh") or _CJK.search(prompt) else "en"
-        )
+        DrbTask(n, prompt, task_language(prompt, language.get(prompt)))
         for n, prompt in enumerate(prompts, start=1)
     ]
     results = await generate_all(llm, tasks, cache, samples=samples, concurrency=concurrency)
