@@ -90,8 +90,7 @@ def test_tiny_model_answers_the_openai_client_behind_a_key_and_lands_in_the_work
         ) as response:
             names = [line[len("event: ") :] for line in response.iter_lines() if line.startswith("event: ")]
         assert names[0] == "start" and names[-1] == "done"
-        codes, n_left, n_quick = asyncio.run(burst(server.base_url))
-        assert n_left >= 1  # the disconnect path was taken (the tiny model needs over 0.3 s a research)
+        codes = asyncio.run(burst(server.base_url))
         assert set(codes) <= {200, 429} and codes.count(200) >= 8, codes
         health = server.base_url.removesuffix("/v1") + "/health"
         deadline = time.monotonic() + 30  # the clients that left: their researches stop, none orphaned
@@ -101,19 +100,26 @@ def test_tiny_model_answers_the_openai_client_behind_a_key_and_lands_in_the_work
     finally:
         code = server.stop(signal.SIGINT)
     assert code == 0, server.stderr()[-2000:]
-    n_rows = 3 + codes.count(200) + n_quick + n_left
+    n_rows = 3 + codes.count(200) + N_LEAVING
     assert f"{n_rows} researches recorded" in server.stderr() and KEY not in server.stderr()
     rows = served_rows(agent_ws)
     assert len(rows) == n_rows  # every answer and every abandoned research, none lost
-    assert sum(r["status"] == "done" for r in rows) == 3 + codes.count(200) + n_quick
+    # A research whose client left is either finished (it ended before the server saw the
+    # disconnect: the tiny model is quick) or failed as disconnected; nothing else. That the
+    # disconnect cancels the model's turn is asserted deterministically in test_agent_server.py.
+    failed = [r for r in rows if r["status"] != "done"]
+    assert len(failed) <= N_LEAVING and all(
+        r["status"] == "failed" and "client disconnected" in r["error"] for r in failed
+    )
     assert all(json.loads(r["models"]) == {"model": tiny.name} for r in rows)
-    assert all("client disconnected" in r["error"] for r in rows if r["status"] == "failed")
 
 
-async def burst(base_url: str) -> tuple[list[int], int, int]:
-    """32 researches at once through the openai client, then 4 clients that give up after 0.3 s
-    once the first wave is done: (the 32 status codes, how many of the 4 left while being answered,
-    how many were answered first)."""
+N_LEAVING = 4
+
+
+async def burst(base_url: str) -> list[int]:
+    """32 researches at once through the openai client (their status codes), then 4 clients that
+    leave as soon as their research has started (its `start` event arrived)."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=300)
 
     async def ask(n: int) -> int:
@@ -127,20 +133,18 @@ async def burst(base_url: str) -> tuple[list[int], int, int]:
             return 429
 
     codes = list(await asyncio.gather(*(ask(n) for n in range(32))))
-    impatient = openai.AsyncOpenAI(base_url=base_url, api_key=KEY, max_retries=0, timeout=0.3)
-    left = quick = 0
-    for outcome in await asyncio.gather(
-        *(
-            impatient.chat.completions.create(
-                model="ores-agent", messages=[{"role": "user", "content": f"{QUESTION} (gone {n})"}]
-            )
-            for n in range(4)
-        ),
-        return_exceptions=True,
-    ):
-        left += isinstance(outcome, openai.APITimeoutError)
-        quick += not isinstance(outcome, BaseException)
-    return codes, left, quick
+
+    async def leave_once_started(n: int) -> None:
+        async with httpx.AsyncClient(timeout=60) as http:
+            body = {"question": f"{QUESTION} (gone {n})", "stream": True}
+            headers = {"Authorization": f"Bearer {KEY}"}
+            async with http.stream("POST", base_url + "/research", json=body, headers=headers) as response:
+                async for line in response.aiter_lines():
+                    if line == "event: start":
+                        return  # closing the stream mid-research
+
+    await asyncio.gather(*(leave_once_started(n) for n in range(N_LEAVING)))
+    return codes
 
 
 def test_agent_flags_that_cannot_go_together_are_one_line_errors(agent_ws: Path) -> None:

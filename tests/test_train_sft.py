@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ores
+from conftest import ores, ores_forked
 from filter_support import traces_file, write_jsonl
 from model_support import run_python, serving, skip_without_local_stack
 from train_support import qwen2_style
@@ -77,7 +77,8 @@ print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "templat
 """
 
 
-@pytest.mark.parametrize("method", ["full", "lora"])
+# LoRA is in the slow tier (~35 s): it shares all but the adapter and its loading with the full run.
+@pytest.mark.parametrize("method", ["full", pytest.param("lora", marks=pytest.mark.slow)])
 def test_sft_trains_registers_and_saves_loadable_checkpoints(setup: Path, method: str) -> None:
     ws = f"ws-{method}"
     extra = ["--lora-r", "8"] if method == "lora" else []
@@ -186,55 +187,50 @@ def _one_line_error(done: subprocess.CompletedProcess[str], *needles: str) -> No
 def test_bad_inputs_are_one_line_and_exit_2(setup: Path) -> None:
     write_jsonl(setup / "answers.jsonl", [{"question": "q?", "answer": "a"}])
     (setup / "typo.yaml").write_text("sft:\n  learning_rat: 1.0e-4\n", encoding="utf-8")
-    _one_line_error(
-        ores("sft", "answers.jsonl", "--model", "tiny-qwen2", "--ws", "ws-bad", cwd=setup),
-        "answers.jsonl",
-        "--field",
-    )
-    _one_line_error(
-        ores("sft", "traces.jsonl", "--recipe", "typo.yaml", "--ws", "ws-bad", cwd=setup),
-        "typo.yaml", "learning_rat", "learning_rate",
-    )  # fmt: skip
-    _one_line_error(sft(setup, "--max-length", "64", ws="ws-bad"), "--max-length 64", "raise --max-length")
-    _one_line_error(
-        ores("sft", "traces.jsonl", "--model", "./no/such/model", "--ws", "ws-bad", cwd=setup),
-        "./no/such/model",
-    )
-    _one_line_error(ores("sft", "--ws", "ws-empty", "--model", "tiny-qwen2", cwd=setup), "ws-empty")
-    _one_line_error(
-        sft(setup, "--report-to", "no-such-tracker", ws="ws-bad"), "no-such-tracker", "--report-to none"
-    )
     # An output folder that holds something else is refused, and left as it was.
     other = setup / "ws-bad" / "models" / "taken"
     other.mkdir(parents=True)
     (other / "notes.txt").write_text("mine", encoding="utf-8")
-    _one_line_error(sft(setup, "--name", "taken", ws="ws-bad"), "taken", "--name")
+    base = ("sft", "traces.jsonl", "--recipe", "recipe.yaml", "--model", "tiny-qwen2", "--ws", "ws-bad")
+    cases: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+        (("sft", "answers.jsonl", "--model", "tiny-qwen2", "--ws", "ws-bad"), ("answers.jsonl", "--field")),
+        (
+            ("sft", "traces.jsonl", "--recipe", "typo.yaml", "--ws", "ws-bad"),
+            ("typo.yaml", "learning_rat", "learning_rate"),
+        ),
+        ((*base, "--max-length", "64"), ("--max-length 64", "raise --max-length")),
+        (("sft", "traces.jsonl", "--model", "./no/such/model", "--ws", "ws-bad"), ("./no/such/model",)),
+        (("sft", "--ws", "ws-empty", "--model", "tiny-qwen2"), ("ws-empty",)),
+        ((*base, "--report-to", "no-such-tracker"), ("no-such-tracker", "--report-to none")),
+        ((*base, "--name", "taken"), ("taken", "--name")),
+    ]
+    runs = ores_forked(*(args for args, _ in cases), cwd=setup, env={"OMP_NUM_THREADS": "1"})
+    for done, (_, needles) in zip(runs, cases, strict=True):
+        _one_line_error(done, *needles)
     assert (other / "notes.txt").read_text() == "mine"
 
 
 def test_the_accepted_set_is_the_default_input(setup: Path) -> None:
     filtered = ores("filter", "traces.jsonl", "--no-judge", "--ws", "ws-acc", cwd=setup)
     assert filtered.returncode == 0, filtered.stderr
-    done = ores(
-        "sft", "--model", "tiny-qwen2", "--ws", "ws-acc", "--recipe", "recipe.yaml", "--dry-run", cwd=setup
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "traces from filter-" in done.stderr and "resolved sft config" in done.stderr
-    assert not list((setup / "ws-acc" / "models").glob("sft-*"))  # a dry run trains nothing
-    # The same traces through an `ores export` directory and through stdin.
     exported = ores("export", "exported", "--ws", "ws-acc", cwd=setup)
     assert exported.returncode == 0, exported.stderr
-    for source, stdin in (("exported", None), ("-", (setup / "traces.jsonl").read_text())):
-        done = ores(
-            "sft", source, "--model", "tiny-qwen2", "--ws", "ws-acc", "--dry-run", cwd=setup, stdin=stdin
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "8 traces from" in done.stderr
     # Nothing accepted: the filter rejected everything, so there is nothing to train on.
     write_jsonl(setup / "bad.jsonl", [{"id": "x", "question": "q?", "trace": "no tags at all"}])
     assert ores("filter", "bad.jsonl", "--no-judge", "--ws", "ws-none", cwd=setup).returncode == 0
-    _one_line_error(
-        ores("sft", "--model", "tiny-qwen2", "--ws", "ws-none", cwd=setup),
-        "no accepted traces",
-        "loosen the filter",
+    dry = ("--model", "tiny-qwen2", "--ws", "ws-acc", "--dry-run")
+    default, from_export, from_stdin, nothing = ores_forked(
+        ("sft", *dry, "--recipe", "recipe.yaml"),
+        # The same traces through an `ores export` directory and through stdin.
+        ("sft", "exported", *dry),
+        (("sft", "-", *dry), (setup / "traces.jsonl").read_text()),
+        ("sft", "--model", "tiny-qwen2", "--ws", "ws-none"),
+        cwd=setup,
     )
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert "traces from filter-" in default.stderr and "resolved sft config" in default.stderr
+    assert not list((setup / "ws-acc" / "models").glob("sft-*"))  # a dry run trains nothing
+    for done in (from_export, from_stdin):
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "8 traces from" in done.stderr
+    _one_line_error(nothing, "no accepted traces", "loosen the filter")
