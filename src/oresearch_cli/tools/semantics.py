@@ -176,15 +176,27 @@ def render_search(results: Sequence[QueryResult]) -> str:
     return neutralize_tags("\n".join(lines))
 
 
+# Where truncation prefers to cut, best first: (separators, characters of the separator kept).
+_TRUNCATE_AT = (
+    (("\n\n",), 0),
+    (("\n",), 0),
+    ((". ",), 1),
+    (("。", "！", "？", "；"), 1),
+    ((" ",), 0),
+    (("，",), 1),
+)
+
+
 def truncate_text(text: str, max_chars: int) -> tuple[str, bool]:
     """Cut `text` to at most `max_chars`, at a paragraph, sentence or word end when one is near."""
     if max_chars <= 0 or len(text) <= max_chars:
         return text, False
     cut = text[:max_chars]
-    for sep in ("\n\n", "\n", ". ", " "):
-        at = cut.rfind(sep)
+    # Chinese and Japanese end sentences with 。！？ and put no space after them (or anywhere).
+    for seps, keep in _TRUNCATE_AT:
+        at = max(cut.rfind(sep) for sep in seps)
         if at >= max_chars * 0.8:
-            cut = cut[: at + (1 if sep == ". " else 0)]
+            cut = cut[: at + keep]
             break
     return cut.rstrip(), True
 

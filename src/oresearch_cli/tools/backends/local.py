@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from oresearch_cli.tools.base import Page, SearchHit
-from oresearch_cli.tools.corpus import Corpus, parse_corpus_url
+from oresearch_cli.tools.corpus import Corpus, corpus_info, parse_corpus_url
 from oresearch_cli.tools.errors import CorpusError, FetchError
 
 
@@ -37,6 +37,8 @@ class LocalCrawl:
         self.name = "local"
         self.cache_id = "local"
         self._opened: dict[str, Corpus] = {c.name: c for c in self.corpora}
+        # Corpora that exist but this ores cannot open (built by an older one): why, for the crawl error.
+        self._stale: dict[str, str] = {}
 
     def _corpus(self, name: str) -> Corpus | None:
         if name not in self._opened:
@@ -44,15 +46,27 @@ class LocalCrawl:
                 return None
             try:
                 self._opened[name] = Corpus.open(self.ws, name)
-            except CorpusError:
+            except CorpusError as exc:
+                if self._needs_rebuild(name):
+                    self._stale[name] = str(exc)
                 return None
         return self._opened[name]
 
+    def _needs_rebuild(self, name: str) -> bool:
+        try:
+            return corpus_info(self.ws, name).needs_rebuild
+        except CorpusError:  # no such corpus, or an unreadable manifest
+            return False
+
     def lookup(self, url: str) -> Page | None:
+        """The stored page of `url`, None when no corpus holds it; raises `FetchError` for a
+        `corpus://NAME/ID` URL whose corpus NAME needs a rebuild."""
         parsed = parse_corpus_url(url)
         candidates = self.corpora
         if parsed is not None:
             corpus = self._corpus(parsed[0])
+            if parsed[0] in self._stale:  # a corpus:// URL has no other place to be read from
+                raise FetchError(f"{url}: {self._stale[parsed[0]]}")
             candidates = [corpus] if corpus is not None else []
         for corpus in candidates:
             doc = corpus.get_by_url(url)

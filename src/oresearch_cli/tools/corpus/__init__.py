@@ -11,7 +11,13 @@ from oresearch_cli.tools.corpus.corpus import (
     parse_corpus_url,
     remove_corpus,
 )
-from oresearch_cli.tools.corpus.index import LANGUAGES, PassageHit
+from oresearch_cli.tools.corpus.index import (
+    DEFAULT_SEGMENTATION,
+    LANGUAGES,
+    SEGMENTATIONS,
+    PassageHit,
+    analyzer_id,
+)
 from oresearch_cli.tools.corpus.passages import split_passages
 from oresearch_cli.tools.corpus.readers import (
     FORMATS,
@@ -24,8 +30,10 @@ from oresearch_cli.tools.corpus.store import Document
 
 __all__ = [
     "CORPUS_SCHEME",
+    "DEFAULT_SEGMENTATION",
     "FORMATS",
     "LANGUAGES",
+    "SEGMENTATIONS",
     "WIKI_PACKAGE",
     "WIKI_SOURCE",
     "Corpus",
@@ -33,6 +41,7 @@ __all__ = [
     "Document",
     "PassageHit",
     "SourceDocument",
+    "analyzer_id",
     "build_corpus",
     "corpus_info",
     "corpus_url",

