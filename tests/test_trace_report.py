@@ -113,6 +113,29 @@ def test_find_urls_and_page_keys() -> None:
     assert page_key("https://a.org/?q=1") != page_key("https://a.org/?q=2")
 
 
+def test_corpus_urls_are_sources_that_reports_cite() -> None:
+    """A local corpus without web addresses names its documents corpus://NAME/ID (the Chinese
+    classics corpus does): the agent cites them, and the validator counts them, like web pages."""
+    from oresearch_cli.agent.sources import SourceBook
+    from oresearch_cli.trace.urls import is_url
+
+    text = "见[山鬼](corpus://zh/%E5%B1%B1%E9%AC%BC)，又见 corpus://zh/楚辞/九歌/东君。和 https://a.org/x"
+    assert find_urls(text) == [
+        "corpus://zh/%E5%B1%B1%E9%AC%BC",
+        "corpus://zh/楚辞/九歌/东君",
+        "https://a.org/x",
+    ]
+    assert page_key("corpus://zh/%E5%B1%B1%E9%AC%BC") == page_key("corpus://zh/山鬼")
+    assert is_url("corpus://zh/山鬼") and not is_url("corpus://zh") and not is_url("file:///etc/passwd")
+    book = SourceBook()
+    assert book.add("corpus://zh/山鬼", "山鬼") == 1 and book.add("corpus://zh/%E5%B1%B1%E9%AC%BC") == 1
+    report = (
+        "## 引言\n山鬼是山中女神[1]。\n\n## 结论\n见上[1]。\n\n## 参考文献\n[1]. corpus://zh/山鬼 - 山鬼\n"
+    )
+    analysis = analyze_report(report)
+    assert [r.url for r in analysis.references] == ["corpus://zh/山鬼"]
+
+
 def test_trace_extraction() -> None:
     trace = parse(FIXTURE.read_text(encoding="utf-8"))
     calls = tool_calls(trace)

@@ -58,7 +58,7 @@ _MARKDOWN_LINK = re.compile(r"\[[^\]\n]*\]\((\S+?)\)")
 _QUERY_PREFIX = re.compile(r"^(?:\s*(?:queries|query|q)\s*[=:]\s*)+", re.IGNORECASE)
 _URL_PREFIX = re.compile(r"^(?:\s*(?:urls?|links?)\s*[=:]\s*)+", re.IGNORECASE)
 _QUERY_SPLIT = re.compile(r"\s*(?:\||\n)\s*")
-_URL_SPLIT = re.compile(r"[|\s]+|,(?=\s*https?://)")
+_URL_SPLIT = re.compile(r"[|\s]+|,(?=\s*(?:https?|corpus)://)")
 _QUOTES = ("\"'", "“”", "‘’", "「」", "『』")
 # A query none of these can touch is already clean (no prefix without `=`/`:`, no count or option
 # without `&`, no quotes): most queries are, and skip the cleaning loop.
