@@ -10,7 +10,7 @@ import pytest
 
 from oresearch_cli.agent.context import Context, Meter, ResearchOptions
 from oresearch_cli.agent.pieces import PieceError, parse_answer, parse_step
-from oresearch_cli.agent.prompts import prompt
+from oresearch_cli.agent.prompts import phrase, prompt
 from oresearch_cli.agent.schemas import PIECES, schema, step_schema
 from oresearch_cli.agent.sources import SourceBook
 from oresearch_cli.agent.summarizer import finalize_report
@@ -116,4 +116,18 @@ def test_a_reply_that_copies_a_placeholder_is_refused_and_asked_again():
         ctx.ask("worker", "answer", {"question": "q"}, lambda r: r.text, expected="an answer")
     )
     assert value == "fine"
+    assert len(failures) == 1 and "placeholder" in failures[0].reason
+
+
+def test_an_answer_that_echoes_the_retry_example_without_brackets_is_refused():
+    """The embedded model, asked again for a zh answer, wrote the retry phrase's example back
+    ("用 2 到 4 句事实回答，并引用来源，例如 [1]，...") with a citation in it: no answer at all."""
+    expected = phrase("zh", "expected_answer")
+    echo = "用 2 到 4 句事实回答，并引用来源，例如 [1]，只能使用来源，例如 [2]。"
+    ctx = Context("李清照的词风如何变化？", "zh", _Replies(echo, "李清照南渡后词风转为沉郁[1]。"), None,
+                  ResearchOptions(), Meter())  # type: ignore[arg-type]  # fmt: skip
+    value, failures = asyncio.run(
+        ctx.ask("worker", "answer", {"question": "q"}, lambda r: r.text, expected=expected)
+    )
+    assert value == "李清照南渡后词风转为沉郁[1]。"
     assert len(failures) == 1 and "placeholder" in failures[0].reason

@@ -18,6 +18,9 @@ T = TypeVar("T")
 RAW_CHARS = 300  # of a failed reply, kept in the failure record
 
 
+MIN_BARE_PLACEHOLDER = 12  # characters: shorter descriptions (<标题>, <a heading>) are common words
+
+
 @dataclass(frozen=True)
 class ResearchOptions:
     """Bounds of one research run. `min_tool_calls`/`max_tool_calls` are per subtask; `max_steps`
@@ -142,13 +145,19 @@ class Context:
         # Small models copy the prompt's `<what to write>` descriptions word for word; phrases
         # filled into it (a plan field) carry some too. Long values (observations) are not scanned:
         # a page may well contain `<...>`.
-        placeholders = set(template.placeholders)
+        # So do the examples of the retry's `expected` phrase. A long description is also found
+        # without its brackets: a model echoing "用 2 到 4 句事实回答，并引用来源，例如 [1]" wrote no answer.
+        placeholders = set(template.placeholders) | set(PLACEHOLDER.findall(expected))
         for value in values.values():
             if isinstance(value, str) and len(value) < 200:
                 placeholders.update(PLACEHOLDER.findall(value))
 
+        def copies(text: str, placeholder: str) -> bool:
+            inner = placeholder[1:-1].strip()
+            return placeholder in text or (len(inner) >= MIN_BARE_PLACEHOLDER and inner in text)
+
         def parse_own(result: ChatResult) -> T:
-            copied = next((p for p in placeholders if p in (result.text or "")), None)
+            copied = next((p for p in placeholders if copies(result.text or "", p)), None)
             if copied is not None:
                 raise ReplyError(
                     f"it copies the prompt's placeholder {copied} instead of writing its own text"
