@@ -23,6 +23,7 @@ from functools import cache, lru_cache
 
 from oresearch_cli.agent.pieces import cite_after, clean_query, complete_sentences
 from oresearch_cli.agent.prompts import phrase, phrases
+from oresearch_cli.textutil.lang import HAN_CHARS
 from oresearch_cli.trace import escape_tags
 
 FALLBACK_CHARS = 280  # of the sentences quoted from one source by a fallback answer
@@ -34,13 +35,12 @@ MIN_SENTENCE_TERMS = 3  # shorter pieces are headings and fragments ("Fact."), n
 BM25_K1 = 1.2
 BM25_B = 0.75
 
-_HAN_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # A run of Han characters, or a word of any other script (letters and digits, no underscore).
-_TOKEN = re.compile(rf"[{_HAN_CHARS}]+|[^\W_{_HAN_CHARS}]+")
-_HAN = re.compile(rf"[{_HAN_CHARS}]")
+_TOKEN = re.compile(rf"[{HAN_CHARS}]+|[^\W_{HAN_CHARS}]+")
+_HAN = re.compile(rf"[{HAN_CHARS}]")
 # A cited Chinese sentence's end meeting the next one's start: "。[1]中".
 _CJK_EDGE = re.compile(
-    rf"[{_HAN_CHARS}\u3000-\u303f\uff00-\uffef]\[\d+\][{_HAN_CHARS}\u3000-\u303f\uff00-\uffef]$"
+    rf"[{HAN_CHARS}\u3000-\u303f\uff00-\uffef]\[\d+\][{HAN_CHARS}\u3000-\u303f\uff00-\uffef]$"
 )
 
 _EN_STOPWORD_TEXT = """
@@ -114,7 +114,7 @@ def _zh_pattern(language: str) -> re.Pattern[str]:
     stop = set(_ZH_STOPWORDS)
     singles = [w for w in _ZH_STOPWORDS if len(w) == 1]
     for text in _template_scaffolding(language):
-        for run in re.findall(rf"[{_HAN_CHARS}]+", text):
+        for run in re.findall(rf"[{HAN_CHARS}]+", text):
             stop.update(p for p in re.split("|".join(singles), run) if p)
     keep = "|".join(sorted(_ZH_KEEP, key=len, reverse=True))
     drop = "|".join(sorted(stop, key=len, reverse=True))
@@ -226,7 +226,7 @@ def query_terms(text: str, language: str) -> list[str]:
 # After a Latin stop followed by a space and a capital, digit or quote ("e.g. the" stays whole);
 # after a CJK stop; at a line break; at a snippet's " ... " joint.
 _SPLIT = re.compile(
-    rf"(?<=[.!?])\s+(?=[\"'“‘(\[]?[A-Z0-9\u00c0-\u024f{_HAN_CHARS}])|(?<=[。！？])|\n+|\s+(?:\.\.\.|…)\s+"
+    rf"(?<=[.!?])\s+(?=[\"'“‘(\[]?[A-Z0-9\u00c0-\u024f{HAN_CHARS}])|(?<=[。！？])|\n+|\s+(?:\.\.\.|…)\s+"
 )
 _LEADING = re.compile(r"^(?:\.\.\.|…|[-–—|·•:;,])+\s*")
 _ENDS = (".", "!", "?", "。", "！", "？")

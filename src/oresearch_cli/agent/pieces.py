@@ -17,6 +17,7 @@ from typing import Any
 
 from oresearch_cli.filtering.language import report_sample, script_language
 from oresearch_cli.llm import ReplyError, extract_json
+from oresearch_cli.textutil.lang import HAN_CHARS
 from oresearch_cli.trace import SubtaskList, analyze_report, find_urls, page_key
 from oresearch_cli.trace.tags import TAG_RE
 from oresearch_cli.trace.urls import is_url
@@ -42,8 +43,8 @@ class PieceError(ReplyError):
 
 # -- language and length ---------------------------------------------------------------------------
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_CJK_END = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]$")
+_HAN = re.compile(f"[{HAN_CHARS}]")
+_CJK_END = re.compile(f"[\u3000-\u303f{HAN_CHARS}\uff00-\uffef]$")
 HAN_WEIGHT = 3  # a Han character says about as much as three Latin characters
 
 

@@ -9,7 +9,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# Han ideographs (CJK unified, extension A, compatibility): what counts as Chinese script here and
+# in the agent's length and language checks (agent.pieces, agent.fallbacks).
+HAN_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAN = re.compile(f"[{HAN_CHARS}]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af]")
 _LETTER = re.compile(r"[^\W\d_]")  # letters of any script; digits alone say nothing of a language
