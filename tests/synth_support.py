@@ -13,6 +13,7 @@ import json
 import re
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from oresearch_cli.llm import load_config
 from oresearch_cli.tools.corpus import build_corpus
 from oresearch_cli.workspace import Workspace
 
-from standin_llm import Received, Reply, ok
+from standin_llm import Received, Reply, error, ok
 
 TOPICS = [
     ("photosynthesis", "Photosynthesis", "Photosynthesis converts light energy into chemical energy in chloroplasts."),
@@ -208,3 +209,16 @@ def planner_question(request: Received) -> str | None:
     if piece_of(request) != "planner":
         return None
     return _find(r"(?:Research question|研究问题)[:：]\s*(.+)", request.last_user_text())
+
+
+def refusing_planner(refused: set[str]) -> Callable[[Received], Reply]:
+    """A Teacher whose endpoint refuses (HTTP 400, as a too-long prompt) the planner call of every
+    question in `refused`: the set is read at each call, so a test adds to or clears it mid-run."""
+    teacher = Teacher()
+
+    def script(request: Received) -> Reply:
+        if planner_question(request) in refused:
+            return error(400, "prompt is too long for this model")
+        return teacher(request)
+
+    return script

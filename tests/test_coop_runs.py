@@ -29,13 +29,14 @@ from oresearch_cli.stages.synth import SynthOptions, parse_shard, run_synth
 from oresearch_cli.workspace import Workspace
 from oresearch_cli.workspace.leases import ClaimResult, LeaseBook, scope_of, utcnow
 
-from standin_llm import Received, Reply, StandinLLM, error
+from standin_llm import Received, Reply, StandinLLM
 from synth_support import (
     Teacher,
     build_test_corpus,
     llm_config,
     piece_of,
     planner_question,
+    refusing_planner,
     synth_cli_args,
     write_seeds,
 )
@@ -286,14 +287,7 @@ def _merge(tmp: Path, *args: str) -> dict[str, Any]:
 def test_merging_three_shards_equals_one_unsharded_run(template_ws: Path, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "q.jsonl", 9)
     refused: set[str] = set()
-    teacher = Teacher()
-
-    def script(request: Received) -> Reply:
-        if planner_question(request) in refused:
-            return error(400, "prompt is too long for this model")
-        return teacher(request)
-
-    with StandinLLM(script, lifetime=600) as srv:
+    with StandinLLM(refusing_planner(refused), lifetime=600) as srv:
         whole = Path(shutil.copytree(template_ws, tmp_path / "whole"))
         _run(whole, tmp_path / "q.jsonl", srv.url)
         for i in (1, 2, 3):

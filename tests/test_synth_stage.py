@@ -43,6 +43,7 @@ from synth_support import (
     llm_config,
     piece_of,
     planner_question,
+    refusing_planner,
     synth_cli_args,
     write_priced_config,
     write_seeds,
@@ -251,14 +252,7 @@ def test_api_keys_never_reach_the_workspace(priced_run: SimpleNamespace) -> None
 def test_rerun_skips_done_seeds_and_failed_ones_until_retry_failed(ws_dir: Path, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "q.jsonl", 4)
     refused = {seeds[1]["question"]}
-    teacher = Teacher()
-
-    def script(request: Received) -> Reply:
-        if planner_question(request) in refused:
-            return error(400, "prompt is too long for this model")
-        return teacher(request)
-
-    with StandinLLM(script, lifetime=300) as srv:
+    with StandinLLM(refusing_planner(refused), lifetime=300) as srv:
         summary, _ = _run(ws_dir, tmp_path / "q.jsonl", srv.url)
         assert (summary.n_done, summary.n_failed) == (3, 1)
         rows = {t["id"]: t for t in _traces(ws_dir)}
